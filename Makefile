@@ -1,0 +1,21 @@
+# The README's quick start: `make run` (install + main job) and `make test` (install + tests).
+.PHONY: install install-dev run test lint bench
+
+install:
+	scripts/install.sh
+
+install-dev:
+	scripts/install.sh dev
+
+run: install
+	.venv/bin/lodotune compare rosenbrock lodo adam --seeds 8
+
+test: install-dev
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest -q
+
+lint: install-dev
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+bench: install
+	.venv/bin/python bench/lodo_step.py

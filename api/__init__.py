@@ -1,0 +1,1 @@
+"""The job service: FastAPI app, job store and launchers (built on the tuner)."""

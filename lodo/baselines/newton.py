@@ -1,0 +1,78 @@
+"""Newton's method with the exact dense Hessian, for small problems."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from lodo._flat import add_flat_
+from lodo._validation import check_positive_int
+from lodo.baselines._common import (
+    check_dim,
+    flat_group,
+    loss_grad_hessian,
+    param_list,
+    require_closure,
+    set_flat_grads,
+    solve_or_pinv,
+)
+
+__all__ = ["Newton", "newton_step"]
+
+_CLOSURE_CONTRACT = "returns the loss tensor with its graph, without calling backward()"
+
+
+def newton_step(hessian: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The step −H⁻¹·g (guarded solve: see ``solve_or_pinv``)."""
+    return solve_or_pinv(hessian, grad).neg_()
+
+
+class Newton(torch.optim.Optimizer):
+    r"""Undamped Newton's method: x ← x − H⁻¹·g with the exact Hessian.
+
+    Algorithm, each step (1 loss evaluation)::
+
+        loss = closure();  g = ∇loss;  H = ∂g/∂x (exact, by autograd)
+        x ← x − H⁻¹·g       (a linear solve; on a quadratic this is its minimum in one step)
+
+    Args:
+        params: tensors or a single parameter-group dict (one device, one floating dtype).
+        max_dim: the largest n accepted, integer >= 1 (default 4096; H takes n² numbers and n
+            backward passes). A larger n → ValueError naming ``max_dim`` and n.
+
+    Closure (required; missing → ValueError naming ``closure``): it returns the loss tensor
+    with its graph and does NOT call ``backward()``. The optimizer differentiates it twice,
+    sets ``.grad`` to g (at the parameters before the step) and returns the loss (detached).
+
+    Singular H: when LU meets a zero pivot the step is the minimum-norm least-squares solution
+    −pinv(H)·g; a nearly singular H is solved as is (possibly a huge step). At a saddle or a
+    maximum Newton's step goes there too: it does not check that H is positive definite.
+
+    Reference: the "Newton (optimal)" row of the LODO paper, which was not run but computed
+    analytically for the noisy quadratic bowl (``reference/lodo.md`` §2, §4.1).
+
+    Non-finite gradients or Hessians: not passed to LAPACK; the step is NaN, the parameters
+    become NaN, and the next loss is non-finite, which marks the trial diverged.
+    """
+
+    def __init__(self, params: Iterable[Any], max_dim: int = 4096) -> None:
+        max_dim = check_positive_int("max_dim", max_dim)
+        super().__init__(param_list(params, "Newton"), {"max_dim": max_dim})
+        flat_group(self, "Newton")
+        check_dim(sum(p.numel() for p in self.param_groups[0]["params"]), max_dim, "Newton")
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One step; returns the loss at the parameters before the step."""
+        closure = require_closure(closure, "Newton", _CLOSURE_CONTRACT)
+        group = self.param_groups[0]
+        params = group["params"]
+        check_dim(sum(p.numel() for p in params), group["max_dim"], "Newton")
+        loss, grad, hessian = loss_grad_hessian(closure, params, "Newton")
+        with torch.no_grad():
+            set_flat_grads(params, grad)
+            add_flat_(params, newton_step(hessian, grad))
+        state = self.state[params[0]]
+        state["step"] = state.get("step", 0) + 1
+        return loss

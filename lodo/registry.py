@@ -1,0 +1,235 @@
+"""Registry: optimizer name → class, the hyperparameters a tuner may set, and how it evaluates.
+
+Each record names its class as ``"module:Class"`` and is imported only when built, so listing
+the registry is cheap. Hyperparameter kinds drive the tuner's normalisation: ``rate`` (log),
+``decay`` (log(1 − x) by role), ``other`` (log).
+
+Evaluation modes tell a trial runner how many loss evaluations a step costs and which closure
+to pass: ``gradient`` (loss + backward, then ``step()``), ``gradient-pair`` (as ``gradient``,
+then ``step(closure)`` with a same-batch closure that calls backward: L-BFGS, O-LBFGS) and
+``loss`` (``step(closure)`` with a fresh-batch closure returning the loss with its graph; the
+optimizer differentiates it twice: Levenberg–Marquardt, Newton).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch.optim import Optimizer
+
+Kind = Literal["rate", "decay", "other"]
+Evaluation = Literal["gradient", "gradient-pair", "loss"]
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    name: str
+    default: float
+    kind: Kind
+    description: str
+
+
+def _identity(values: dict[str, float]) -> dict[str, Any]:
+    return values
+
+
+def _betas(values: dict[str, float]) -> dict[str, Any]:
+    out = dict(values)
+    out["betas"] = (out.pop("beta1"), out.pop("beta2"))
+    return out
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    target: str
+    summary: str
+    hyperparameters: tuple[Hyperparameter, ...]
+    evaluation: Evaluation = "gradient"
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    to_kwargs: Callable[[dict[str, float]], dict[str, Any]] = _identity
+    needs_total_steps: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hyperparameters)
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        return {h.name: h.default for h in self.hyperparameters}
+
+    def resolve(self) -> type[Optimizer]:
+        module, _, cls = self.target.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def check_values(self, values: Mapping[str, float]) -> dict[str, float]:
+        """Defaults completed by ``values``; an unknown name is a ValueError naming the allowed ones."""
+        unknown = sorted(set(values) - set(self.names))
+        if unknown:
+            allowed = " | ".join(self.names) or "none"
+            raise ValueError(f"Invalid hyperparameter {unknown[0]!r} for {self.name} (allowed: {allowed})")
+        return {**self.defaults, **{k: float(v) for k, v in values.items()}}
+
+    def build(self, params, values: Mapping[str, float] | None = None, **options: Any) -> Optimizer:
+        """The optimizer with defaults overridden by ``values``; ``options`` are constructor
+        arguments that are not tuned (``seed``, ``total_steps``, ``meta_dtype``, ...)."""
+        kwargs = self.to_kwargs(self.check_values(values or {}))
+        return self.resolve()(params, **self.fixed, **kwargs, **options)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "class": self.target.replace(":", "."),
+            "summary": self.summary,
+            "evaluation": self.evaluation,
+            "needs_total_steps": self.needs_total_steps,
+            "hyperparameters": [
+                {"name": h.name, "default": h.default, "kind": h.kind, "description": h.description}
+                for h in self.hyperparameters
+            ],
+        }
+
+
+def _lodo(name, cls, summary, with_beta=True):
+    hps = [
+        Hyperparameter("lr", 1.0, "rate", "α, the initial learning rate (G(θ₀) = −αI)"),
+        Hyperparameter("meta_lr", 1e-3, "rate", "learning rate of the meta-optimizer"),
+    ]
+    if with_beta:
+        hps.append(Hyperparameter("beta", 0.9, "decay", "β, momentum EMA decay"))
+    return OptimizerSpec(name, f"lodo.lodo:{cls}", summary, tuple(hps))
+
+
+_LR = "learning rate"
+_BASELINES = "lodo.baselines"
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    spec.name: spec
+    for spec in [
+        _lodo("lodo", "LODO", "LODO: learned block-permutation preconditioner, Adam meta-optimizer"),
+        _lodo("lodo-diagonal", "LODODiagonal", "LODO ablation: diagonal preconditioner"),
+        _lodo("lodo-global", "LODOGlobal", "LODO ablation: one learned scalar step size"),
+        _lodo("lodo-residuals", "LODOResiduals", "LODO ablation: residual network preconditioner"),
+        _lodo("lodo-no-momentum", "LODONoMomentum", "LODO ablation: β = 0", with_beta=False),
+        _lodo("lodo-sgd", "LODOSGD", "LODO ablation: SGD meta-optimizer"),
+        OptimizerSpec(
+            "adam",
+            f"{_BASELINES}.keras_adam:KerasAdam",
+            "Adam with the Keras ε convention (ε = 1e-7 outside the bias-corrected √v)",
+            (
+                Hyperparameter("lr", 1e-3, "rate", _LR),
+                Hyperparameter("beta1", 0.9, "decay", "first-moment decay"),
+                Hyperparameter("beta2", 0.999, "decay", "second-moment decay"),
+            ),
+            to_kwargs=_betas,
+        ),
+        OptimizerSpec(
+            "momentum",
+            "torch.optim:SGD",
+            "heavy-ball SGD (Keras SGD; torch SGD with dampening 0 is the same for a fixed lr)",
+            (
+                Hyperparameter("lr", 0.01, "rate", _LR),
+                Hyperparameter("momentum", 0.0, "decay", "heavy-ball momentum"),
+            ),
+            fixed={"dampening": 0.0, "nesterov": False},
+        ),
+        OptimizerSpec(
+            "rmsprop",
+            f"{_BASELINES}.keras_rmsprop:KerasRMSprop",
+            "RMSprop with Keras semantics (ε inside the square root when momentum > 0)",
+            (
+                Hyperparameter("lr", 1e-3, "rate", _LR),
+                Hyperparameter("rho", 0.9, "decay", "ρ, second-moment decay (log-scaled in code mode)"),
+                Hyperparameter("momentum", 0.0, "decay", "momentum"),
+            ),
+        ),
+        OptimizerSpec(
+            "yogi",
+            f"{_BASELINES}.yogi:PaperYogi",
+            "Yogi as the LODO paper ran it: ε = 1e-3, no bias correction",
+            (
+                Hyperparameter("lr", 1e-3, "rate", _LR),
+                Hyperparameter("beta1", 0.9, "decay", "first-moment decay"),
+                Hyperparameter("beta2", 0.999, "decay", "second-moment decay"),
+            ),
+            to_kwargs=_betas,
+        ),
+        OptimizerSpec(
+            "lars",
+            f"{_BASELINES}.lars:PaperLARS",
+            "LARS with the (1 − progress)² decay and no trust coefficient",
+            (
+                Hyperparameter("lr", 1e-3, "rate", _LR),
+                Hyperparameter("momentum", 0.9, "decay", "momentum"),
+                Hyperparameter("weight_decay", 5e-4, "other", "coupled weight decay"),
+            ),
+            needs_total_steps=True,
+        ),
+        OptimizerSpec(
+            "lbfgs",
+            f"{_BASELINES}.lbfgs:SchraudolphLBFGS",
+            "stochastic L-BFGS without line search (Schraudolph et al. 2007), memory 48",
+            (
+                Hyperparameter("lr", 1e-3, "rate", "η₀, the gain at t = 0"),
+                Hyperparameter("tau", 1e4, "other", "τ of the gain η₀·τ/(τ + t)"),
+                Hyperparameter("eps", 1e-10, "other", "ε, the step scale of the first iteration"),
+            ),
+            evaluation="gradient-pair",
+        ),
+        OptimizerSpec(
+            "olbfgs",
+            f"{_BASELINES}.lbfgs:OnlineLBFGS",
+            "online L-BFGS (Schraudolph et al. 2007), scaling averaged over the memory",
+            (
+                Hyperparameter("lr", 1e-3, "rate", "η₀, the gain at t = 0"),
+                Hyperparameter("tau", 1e4, "other", "τ of the gain η₀·τ/(τ + t)"),
+                Hyperparameter("eps", 1e-10, "other", "ε, the step scale of the first iteration"),
+            ),
+            evaluation="gradient-pair",
+        ),
+        OptimizerSpec(
+            "bfgs",
+            f"{_BASELINES}.bfgs:BFGS",
+            "full inverse-Hessian BFGS with a fixed step scale",
+            (
+                Hyperparameter("lr", 0.01, "rate", "step scale"),
+                Hyperparameter("h0_scale", 1.0, "other", "initial inverse Hessian H₀ = h0_scale·I"),
+            ),
+        ),
+        OptimizerSpec(
+            "levenberg-marquardt",
+            f"{_BASELINES}.levenberg_marquardt:LevenbergMarquardt",
+            "Levenberg–Marquardt on ∇f = 0 with the exact Hessian: x ← x − (H² + λ diag H²)⁻¹ H g",
+            (Hyperparameter("lam", 1.0, "other", "λ, the damping"),),
+            evaluation="loss",
+        ),
+        OptimizerSpec(
+            "newton",
+            f"{_BASELINES}.newton:Newton",
+            "Newton's method with the exact dense Hessian (small problems only)",
+            (),
+            evaluation="loss",
+        ),
+    ]
+}
+
+
+def get(name: str) -> OptimizerSpec:
+    """The record for ``name``; an unknown name is a ValueError listing the registered ones."""
+    try:
+        return OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"Unknown optimizer {name!r} (allowed: {' | '.join(OPTIMIZERS)})") from None
+
+
+def build(name: str, params, values: Mapping[str, float] | None = None, **options: Any) -> Optimizer:
+    """Shorthand for ``get(name).build(params, values, **options)``."""
+    return get(name).build(params, values, **options)
+
+
+def describe() -> list[dict[str, Any]]:
+    """Every optimizer with its hyperparameters, as plain data (``lodotune optimizers --json``)."""
+    return [spec.describe() for spec in OPTIMIZERS.values()]

@@ -1,0 +1,1 @@
+"""The tuner: trial runner, evaluation statistics and the ``lodotune`` command line."""

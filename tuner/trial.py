@@ -1,0 +1,111 @@
+"""``run_trial``: one optimizer on one seeded task for a fixed number of loss evaluations.
+
+Pure (a spec in, a result out) so that every executor and strategy can call it the same way.
+Steps are counted in loss evaluations, as in the LODO paper's curves (lodo.md §3.7): L-BFGS
+and O-LBFGS spend two per iteration.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+import lodo
+import tasks
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    task: str
+    optimizer: str
+    hyperparameters: dict[str, float]
+    seed: int
+    steps: int
+    task_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+@dataclass
+class TrialResult:
+    spec: TrialSpec
+    losses: list[float]
+    diverged: bool
+    wall_time: float
+    steps_per_second: float
+    metrics: dict[str, float]
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Diverged(Exception):
+    """Raised inside the loop when a recorded loss is not finite."""
+
+
+def run_trial(spec: TrialSpec) -> TrialResult:
+    """Train ``spec.optimizer`` on ``spec.task`` for ``spec.steps`` loss evaluations.
+
+    Stops early, marked diverged, on a non-finite loss or when an optimizer refuses a
+    non-finite gradient (LODO's FloatingPointError). The optimizer's seed is the trial seed.
+    """
+    if spec.steps < 1:
+        raise ValueError(f"Invalid steps: {spec.steps} (allowed: an integer >= 1)")
+    optimizer_spec = lodo.get(spec.optimizer)
+    task = tasks.build(spec.task, seed=spec.seed, device=spec.device, **spec.task_options)
+    options: dict[str, Any] = {}
+    if optimizer_spec.needs_total_steps:
+        options["total_steps"] = spec.steps
+    if spec.optimizer.startswith("lodo"):
+        options["seed"] = spec.seed
+    optimizer = optimizer_spec.build(task.parameters(), spec.hyperparameters, **options)
+    losses: list[float] = []
+
+    def record(loss: torch.Tensor) -> torch.Tensor:
+        value = float(loss.detach())
+        losses.append(value)
+        if not math.isfinite(value):
+            raise _Diverged
+        return loss
+
+    def same_batch_closure():
+        optimizer.zero_grad()
+        loss = record(task.same_batch_loss())
+        loss.backward()
+        return loss
+
+    def fresh_loss_closure():
+        return record(task.train_loss())
+
+    diverged = False
+    start = time.perf_counter()
+    try:
+        while len(losses) < spec.steps:
+            if optimizer_spec.evaluation == "loss":
+                optimizer.step(fresh_loss_closure)
+                continue
+            optimizer.zero_grad()
+            record(task.train_loss()).backward()
+            if optimizer_spec.evaluation == "gradient":
+                optimizer.step()
+            elif len(losses) < spec.steps:  # the pair's second evaluation fits the budget
+                optimizer.step(same_batch_closure)
+            else:
+                break
+    except (_Diverged, FloatingPointError):
+        diverged = True
+    wall = time.perf_counter() - start
+    precondition = getattr(optimizer, "precondition", None)
+    metrics = {} if diverged else task.metrics(preconditioner=precondition)
+    return TrialResult(
+        spec=spec,
+        losses=losses,
+        diverged=diverged,
+        wall_time=wall,
+        steps_per_second=len(losses) / wall if wall > 0 else float("inf"),
+        metrics=metrics,
+    )
