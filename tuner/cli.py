@@ -72,9 +72,7 @@ def compare(
     optimizer_names: Annotated[list[str], typer.Argument(metavar="OPTIMIZER...", help="Optimizer names.")],
     seeds: Annotated[int, typer.Option(min=1, help="Runs per optimizer (seeds 0..N-1).")] = 8,
     steps: Annotated[int, typer.Option(min=2, help="Loss evaluations per run (M).")] = 200,
-    values: Annotated[
-        str, typer.Option(help="Hyperparameters: 'paper' (Table 6) or 'defaults'.")
-    ] = "paper",
+    values: Annotated[str, typer.Option(help="Hyperparameters: 'paper' (Table 6) or 'defaults'.")] = "paper",
     out: Annotated[Path | None, typer.Option(help="Write results.json here.")] = None,
 ) -> None:
     """Run optimizers over several seeds and report the paper's window loss (mean over (0.9M, M))."""
@@ -109,7 +107,11 @@ def compare(
     for s in summaries:
         hps = ", ".join(f"{k}={v:.4g}" for k, v in chosen[s.optimizer].items())
         table.add_row(
-            s.optimizer, f"{s.mean:.6g} ± {s.std:.2g}", f"{s.diverged}/{s.runs}", f"{s.steps_per_second:,.0f}", hps
+            s.optimizer,
+            f"{s.mean:.6g} ± {s.std:.2g}",
+            f"{s.diverged}/{s.runs}",
+            f"{s.steps_per_second:,.0f}",
+            hps,
         )
     console.print(table)
     if out is not None:

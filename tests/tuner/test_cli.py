@@ -1,0 +1,74 @@
+"""The ``lodotune`` command line, driven through typer's runner and as an installed script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import lodo
+from tuner.cli import app
+
+runner = CliRunner()
+
+
+def test_optimizers_json_lists_every_optimizer_with_hyperparameters():
+    result = runner.invoke(app, ["optimizers", "--json"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.output)
+    assert [r["name"] for r in records] == list(lodo.OPTIMIZERS)
+    lodo_record = records[0]
+    assert [(h["name"], h["default"], h["kind"]) for h in lodo_record["hyperparameters"]] == [
+        ("lr", 1.0, "rate"),
+        ("meta_lr", 0.001, "rate"),
+        ("beta", 0.9, "decay"),
+    ]
+
+
+def test_tasks_json_lists_tasks_with_parameter_counts():
+    result = runner.invoke(app, ["tasks", "--json"])
+    assert result.exit_code == 0, result.output
+    counts = {r["name"]: r["num_parameters"] for r in json.loads(result.output)}
+    assert counts["rosenbrock"] == 2
+    assert counts["mnist-autoregression"] == 94_696
+    assert counts["resnet18-cifar10"] == 11_173_962
+
+
+def test_compare_writes_results_and_prints_a_table(tmp_path):
+    result = runner.invoke(
+        app,
+        ["compare", "rosenbrock", "lodo", "adam", "--seeds", "2", "--steps", "30", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "evals 28–29" in result.output
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert [s["optimizer"] for s in document["summaries"]] == ["lodo", "adam"]
+    assert len(document["runs"]["lodo"]) == 2
+    assert len(document["runs"]["adam"][0]["losses"]) == 30
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compare", "nope", "adam"], "Unknown task 'nope'"),
+        (["compare", "rosenbrock", "adamw"], "Unknown optimizer 'adamw'"),
+        (["compare", "rosenbrock", "lars"], "No Table 6 values for rosenbrock/lars"),
+        (["compare", "rosenbrock", "adam", "--values", "tuned"], "Invalid values: 'tuned'"),
+    ],
+)
+def test_bad_input_is_a_clear_error(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_installed_console_script_runs():
+    exe = Path(sys.executable).with_name("lodotune")
+    if not exe.exists():
+        pytest.skip("lodotune is not installed in this environment (`make test` installs it)")
+    out = subprocess.run([str(exe), "optimizers", "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)[0]["name"] == "lodo"
