@@ -8,8 +8,33 @@ that vector in the fixed order groups → parameters.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
+
+from ._validation import fail
+
+
+def param_list(params: Iterable[Any], optimizer: str) -> list[Any]:
+    """``params`` as a list (tensors or group dicts); refuses an empty one with a ValueError naming it."""
+    if isinstance(params, torch.Tensor):
+        raise TypeError(
+            f"Invalid params: a single {type(params).__name__} "
+            "(allowed: an iterable of tensors or of parameter-group dicts)"
+        )
+    items = []
+    for item in params:
+        if isinstance(item, dict):
+            group = dict(item)
+            group_params = group["params"]
+            group["params"] = [group_params] if isinstance(group_params, torch.Tensor) else list(group_params)
+            items.append(group)
+        else:
+            items.append(item)
+    count = sum(len(item["params"]) if isinstance(item, dict) else 1 for item in items)
+    if count == 0:
+        fail("params", "[]", f"{optimizer} needs at least one parameter")
+    return items
 
 
 def all_params(param_groups: Iterable[dict]) -> list[torch.Tensor]:

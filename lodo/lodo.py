@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-from ._flat import add_flat_, all_params, check_params, flat_grads
+from ._flat import add_flat_, all_params, check_params, flat_grads, param_list
 from ._validation import check_choice, check_decay, check_nonnegative, check_positive
 from .meta_optimizers import EPS_CONVENTIONS, adam_meta_update_, sgd_meta_update_
 from .preconditioners import BlockPermutation, Diagonal, Preconditioner, Residual, Scalar
@@ -152,7 +152,7 @@ class LODO(Optimizer):
             meta_eps=meta_eps,
             eps_convention=eps_convention,
         )
-        super().__init__(params, defaults)
+        super().__init__(param_list(params, type(self).__name__), defaults)
         flat = all_params(self.param_groups)
         check_params(flat, type(self).__name__)
         for group in self.param_groups[1:]:

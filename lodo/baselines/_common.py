@@ -3,18 +3,13 @@ dense Hessians and the guarded linear solve of the second-order methods."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from lodo._flat import check_params
-from lodo._validation import check_decay
-
-
-def fail(name: str, value: object, allowed: str) -> None:
-    """Raise ValueError("Invalid <name>: <value> (allowed: ...)"), the form of lodo._validation."""
-    raise ValueError(f"Invalid {name}: {value} (allowed: {allowed})")
+from lodo._validation import check_decay, fail
 
 
 def check_betas(betas: Sequence[float]) -> tuple[float, float]:
@@ -22,28 +17,6 @@ def check_betas(betas: Sequence[float]) -> tuple[float, float]:
     if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != 2:
         fail("betas", repr(betas), "a pair (beta1, beta2) of numbers in [0, 1)")
     return check_decay("betas[0]", betas[0]), check_decay("betas[1]", betas[1])
-
-
-def param_list(params: Iterable[Any], optimizer: str) -> list[Any]:
-    """``params`` as a list (tensors or group dicts); refuses an empty one with a ValueError naming it."""
-    if isinstance(params, torch.Tensor):
-        raise TypeError(
-            f"Invalid params: a single {type(params).__name__} "
-            "(allowed: an iterable of tensors or of parameter-group dicts)"
-        )
-    items = []
-    for item in params:
-        if isinstance(item, dict):
-            group = dict(item)
-            group_params = group["params"]
-            group["params"] = [group_params] if isinstance(group_params, torch.Tensor) else list(group_params)
-            items.append(group)
-        else:
-            items.append(item)
-    count = sum(len(item["params"]) if isinstance(item, dict) else 1 for item in items)
-    if count == 0:
-        fail("params", "[]", f"{optimizer} needs at least one parameter")
-    return items
 
 
 def flat_group(optimizer: torch.optim.Optimizer, name: str) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from lodo._flat import add_flat_, flat_grads
+from lodo._flat import add_flat_, flat_grads, param_list
 from lodo._validation import check_nonnegative, check_positive, check_positive_int
-from lodo.baselines._common import check_dim, flat_group, param_list
+from lodo.baselines._common import check_dim, flat_group
 
 __all__ = ["BFGS", "bfgs_update_"]
 

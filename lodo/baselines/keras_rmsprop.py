@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
+from lodo._flat import param_list
 from lodo._validation import check_decay, check_nonnegative
-from lodo.baselines._common import param_list
 
 __all__ = ["KerasRMSprop", "keras_rmsprop"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
+from lodo._flat import param_list
 from lodo._validation import check_decay, check_nonnegative, check_positive_int
-from lodo.baselines._common import param_list
 
 __all__ = ["PaperLARS", "paper_lars"]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from lodo._flat import add_flat_, flat_grads
+from lodo._flat import add_flat_, flat_grads, param_list
 from lodo._validation import check_choice, check_nonnegative, check_positive, check_positive_int
-from lodo.baselines._common import fail, flat_group, param_list, require_closure
+from lodo.baselines._common import fail, flat_group, require_closure
 
 __all__ = ["OnlineLBFGS", "SchraudolphLBFGS", "lbfgs_direction"]
 

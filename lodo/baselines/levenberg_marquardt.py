@@ -7,13 +7,12 @@ from typing import Any
 
 import torch
 
-from lodo._flat import add_flat_
+from lodo._flat import add_flat_, param_list
 from lodo._validation import check_nonnegative, check_positive_int
 from lodo.baselines._common import (
     check_dim,
     flat_group,
     loss_grad_hessian,
-    param_list,
     require_closure,
     set_flat_grads,
     solve_or_pinv,

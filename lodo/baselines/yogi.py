@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
+from lodo._flat import param_list
 from lodo._validation import check_nonnegative
-from lodo.baselines._common import check_betas, param_list
+from lodo.baselines._common import check_betas
 
 __all__ = ["PaperYogi", "paper_yogi"]
 
