@@ -8,7 +8,7 @@ install-dev:
 	scripts/install.sh dev
 
 run: install
-	.venv/bin/lodotune compare rosenbrock lodo adam --seeds 8
+	.venv/bin/lodotune tune rosenbrock lodo --schedule paper --baseline adam --seeds 8 --out runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: install-dev
 	.venv/bin/ruff check .

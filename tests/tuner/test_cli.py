@@ -38,26 +38,32 @@ def test_tasks_json_lists_tasks_with_parameter_counts():
     assert counts["resnet18-cifar10"] == 11_173_962
 
 
-def test_compare_writes_results_and_prints_a_table(tmp_path):
-    result = runner.invoke(
-        app,
-        ["compare", "rosenbrock", "lodo", "adam", "--seeds", "2", "--steps", "30", "--out", str(tmp_path)],
-    )
+def test_evaluate_writes_results_table_and_plot(tmp_path):
+    args = ["evaluate", "rosenbrock", "lodo", "adam", "--seeds", "2", "--steps", "30", "--out", str(tmp_path)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "evals 28–29" in result.output
     document = json.loads((tmp_path / "results.json").read_text())
-    assert [s["optimizer"] for s in document["summaries"]] == ["lodo", "adam"]
-    assert len(document["runs"]["lodo"]) == 2
-    assert len(document["runs"]["adam"][0]["losses"]) == 30
+    assert list(document["optimizers"]) == ["lodo", "adam"]
+    assert document["optimizers"]["adam"]["source"] == "paper Table 6"
+    assert len(document["optimizers"]["lodo"]["per_run"]) == 2
+    assert len(document["optimizers"]["adam"]["per_run"][0]["curve"]) == 30
+    assert (tmp_path / "results.md").read_text().startswith("# rosenbrock: 2 seeds × 30 evaluations")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["compare", "nope", "adam"], "Unknown task 'nope'"),
-        (["compare", "rosenbrock", "adamw"], "Unknown optimizer 'adamw'"),
-        (["compare", "rosenbrock", "lars"], "No Table 6 values for rosenbrock/lars"),
-        (["compare", "rosenbrock", "adam", "--values", "tuned"], "Invalid values: 'tuned'"),
+        (["evaluate", "nope", "adam"], "Unknown task 'nope'"),
+        (["evaluate", "rosenbrock", "adamw"], "Unknown optimizer 'adamw'"),
+        (["evaluate", "rosenbrock", "lars"], "No Table 6 values for rosenbrock/lars"),
+        (["evaluate", "rosenbrock", "adam", "--tuned", "tuned"], "Invalid tuned: 'tuned'"),
+        (["evaluate", "rosenbrock", "adam", "--step-scale", "0"], "Invalid step_scale: 0.0"),
+        (["tune", "rosenbrock", "adamw"], "Unknown optimizer 'adamw'"),
+        (["tune", "rosenbrock", "adam", "--step-scale", "-1"], "Invalid step_scale"),
+        (["tune", "rosenbrock", "adam", "--schedule", "tabel5"], "Invalid schedule source"),
+        (["tune", "rosenbrock", "newton"], "no hyperparameters"),
     ],
 )
 def test_bad_input_is_a_clear_error(args, message):
