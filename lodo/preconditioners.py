@@ -94,12 +94,38 @@ def hidden_width(n: int, block_size: int) -> int:
     return 2 * n + block_size - (2 * n) % block_size
 
 
+def _buffer(work: dict | None, key: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A scratch tensor kept in ``work`` between calls (fresh large allocations page-fault on
+    every call, which cost as much as the arithmetic at n = 1e5); fresh when ``work`` is None."""
+    if work is None:
+        return like.new_empty(shape)
+    buf = work.get(key)
+    if buf is None or buf.shape != shape:
+        buf = work[key] = like.new_empty(shape)
+    return buf
+
+
+def _padded(work: dict | None, vectors: torch.Tensor, width: int, cols_first: bool) -> torch.Tensor:
+    """Πv for a (c, n) batch: zero-padded to the hidden width, as (c, ñ) or (ñ, c). The scratch
+    copy's padding is zeroed once and stays zero: only the first n entries are ever written."""
+    cols, n = vectors.shape
+    shape = (cols, width) if cols_first else (width, cols)
+    pad = work.get("pad") if work is not None else None
+    if pad is None or pad.shape != shape:
+        pad = vectors.new_zeros(shape)
+        if work is not None:
+            work["pad"] = pad
+    if cols_first:
+        pad[:, :n] = vectors
+    else:
+        pad[:n] = vectors.T
+    return pad
+
+
 class _BlockMajor:
     """Vector batches as (ñ, c) in natural order, θ as (N, ñ/b, b, b) (the reference layout);
     block products are ``torch.bmm`` calls. Fewest kernel launches: the fast layout for small n,
     where the cost is per call rather than per number (hence the precomputed lists of views)."""
-
-    column_dim = -1
 
     @staticmethod
     def from_reference(weights):
@@ -110,8 +136,14 @@ class _BlockMajor:
         return theta
 
     @staticmethod
-    def activation_shape(depth, width):
-        return (depth, width, 1)
+    def pair_stores(depth, width, like):
+        """Layer inputs of both paths in one (N, ñ, 2) tensor: column 0 the m-path, 1 the g-path."""
+        pairs = like.new_empty(depth, width, 2)
+        return pairs, [p[:, 0:1] for p in pairs.unbind()], [p[:, 1:2] for p in pairs.unbind()]
+
+    @staticmethod
+    def join(first, second):
+        return torch.cat([first, second], dim=-1)
 
     @staticmethod
     def plan(theta, perms, n, block_size):
@@ -125,18 +157,18 @@ class _BlockMajor:
         }
 
     @staticmethod
-    def forward(plan, vectors, stores):
+    def forward(plan, vectors, stores, work=None):
         blocks, b, _ = plan["weights"][0].shape
         cols = vectors.shape[0]
-        z = vectors.new_zeros(blocks * b, cols)
-        z[: vectors.shape[1]] = vectors.T
+        z = _padded(work, vectors, blocks * b, cols_first=False)
         for i, (w_t, perm) in enumerate(zip(plan["weights_t"], plan["fwd"], strict=True)):
-            u = z.index_select(0, perm) if stores is None else torch.index_select(z, 0, perm, out=stores[i])
-            z = torch.bmm(w_t, u.view(blocks, b, cols)).view(-1, cols)
+            u = torch.index_select(z, 0, perm, out=stores[i] if stores else _buffer(work, "u", z.shape, z))
+            out = _buffer(work, "z", (blocks, b, cols), z)
+            z = torch.bmm(w_t, u.view(blocks, b, cols), out=out).view(-1, cols)
         return z
 
     @staticmethod
-    def backward(plan, y, pairs=None, grads=None):
+    def backward(plan, y, pairs=None, grads=None, work=None):
         weights, bwd = plan["weights"], plan["bwd"]
         blocks, b, _ = weights[0].shape
         cols = y.shape[1]
@@ -144,8 +176,8 @@ class _BlockMajor:
             y3 = y.view(blocks, b, cols)
             if pairs is not None:
                 torch.bmm(pairs[i].view(blocks, b, cols), y3.transpose(1, 2), out=grads[i])
-            x = torch.bmm(weights[i], y3).view(-1, cols)
-            y = x.index_select(0, bwd[i]) if i > 0 else x
+            x = torch.bmm(weights[i], y3, out=_buffer(work, "x", (blocks, b, cols), y)).view(-1, cols)
+            y = torch.index_select(x, 0, bwd[i], out=_buffer(work, "y", x.shape, x)) if i > 0 else x
         return y.index_select(0, plan["out"]).T
 
 
@@ -154,8 +186,6 @@ class _RowMajor:
     (N, b, b, ñ/b). A block product is b² multiply-adds over contiguous rows of length ñ/b
     instead of ñ/b tiny matrix products; the change of layout is folded into the gather
     indices, so it costs nothing. Faster than ``_BlockMajor`` for large n (bench/lodo_step.py)."""
-
-    column_dim = -2
 
     @staticmethod
     def from_reference(weights):
@@ -166,8 +196,14 @@ class _RowMajor:
         return theta.permute(0, 3, 1, 2)
 
     @staticmethod
-    def activation_shape(depth, width):
-        return (depth, 1, width)
+    def pair_stores(depth, width, like):
+        """Layer inputs of both paths in one (N, 2, ñ) tensor: row 0 the m-path, 1 the g-path."""
+        pairs = like.new_empty(depth, 2, width)
+        return pairs, [p[0:1] for p in pairs.unbind()], [p[1:2] for p in pairs.unbind()]
+
+    @staticmethod
+    def join(first, second):
+        return torch.cat([first, second], dim=0)
 
     @staticmethod
     def plan(theta, perms, n, block_size):
@@ -189,23 +225,30 @@ class _RowMajor:
         }
 
     @staticmethod
-    def forward(plan, vectors, stores):
+    def _gather(z, index, out):
+        """out[c] = z[c][index] row by row: a 1-D index_select is ~3x faster than one along dim 1."""
+        for row, row_out in zip(z, out, strict=True):
+            torch.index_select(row, 0, index, out=row_out)
+        return out
+
+    @staticmethod
+    def forward(plan, vectors, stores, work=None):
         rows = plan["rows"]
         b, blocks = rows[0][0].shape
         cols = vectors.shape[0]
-        z = vectors.new_zeros(cols, b * blocks)
-        z[:, : vectors.shape[1]] = vectors
+        z = _padded(work, vectors, b * blocks, cols_first=True)
         for i, (w_rows, perm) in enumerate(zip(rows, plan["fwd"], strict=True)):
-            u = z.index_select(1, perm) if stores is None else torch.index_select(z, 1, perm, out=stores[i])
+            u = _RowMajor._gather(z, perm, stores[i] if stores else _buffer(work, "u", z.shape, z))
             u = u.view(cols, b, blocks)
-            z = u[:, 0:1] * w_rows[0]
+            out = _buffer(work, "z", (cols, b, blocks), z)
+            torch.mul(u[:, 0:1], w_rows[0], out=out)
             for a in range(1, b):
-                z.addcmul_(u[:, a : a + 1], w_rows[a])
-            z = z.view(cols, -1)
+                out.addcmul_(u[:, a : a + 1], w_rows[a])
+            z = out.view(cols, -1)
         return z
 
     @staticmethod
-    def backward(plan, y, pairs=None, grads=None):
+    def backward(plan, y, pairs=None, grads=None, work=None):
         w_cols, bwd = plan["cols"], plan["bwd"]
         b, blocks = w_cols[0][0].shape
         cols = y.shape[0]
@@ -216,10 +259,16 @@ class _RowMajor:
                 torch.mul(inputs[0].unsqueeze(1), y3[0].unsqueeze(0), out=g)
                 for c in range(1, cols):
                     g.addcmul_(inputs[c].unsqueeze(1), y3[c].unsqueeze(0))
-            x = w_cols[i][0] * y3[:, 0:1]
+            x = _buffer(work, "x", (cols, b, blocks), y)
+            torch.mul(w_cols[i][0], y3[:, 0:1], out=x)
             for o in range(1, b):
                 x.addcmul_(w_cols[i][o], y3[:, o : o + 1])
-            y = x.view(cols, -1).index_select(1, bwd[i])
+            x = x.view(cols, -1)
+            y = (
+                torch.index_select(x, 1, bwd[i], out=_buffer(work, "y", x.shape, x))
+                if i > 0
+                else x[:, bwd[0]]
+            )
         return y
 
 
@@ -241,7 +290,9 @@ class BlockPermutation(Preconditioner):
           + (inputs of layer i on the g-path) ⊗ (cotangent from A Πm).
     The m-path inputs are kept from :meth:`direction`; the g-path is one forward pass, and both
     cotangents come from one downward pass over two columns. Activation memory is 2·N·ñ
-    numbers, against 4·N·ñ for an autograd tape over both halves of AᵀA.
+    numbers (the layer inputs of both paths), as much as an autograd tape of G(θ)m keeps; what
+    is saved is the tape itself and a second forward pass of the m-path, which is reused from
+    the step. Scratch buffers live in the cache so that no large tensor is allocated per call.
 
     ``layout`` picks the memory layout of θ and of the vectors: "block-major", "row-major", or
     "auto" (row-major from ñ = 16,384). Both compute the same G.
@@ -270,31 +321,32 @@ class BlockPermutation(Preconditioner):
         return weights.to(dtype=dtype, device=device), {"perms": perms.to(device)}
 
     def _prepare(self, theta, buffers, n, cache):
-        """Gather indices, views and activation buffers, built once per θ tensor."""
-        ops = self._ops(buffers["perms"].shape[1])
+        """Gather indices, views, activation and scratch buffers, built once per θ tensor."""
+        width = buffers["perms"].shape[1]
+        ops = self._ops(width)
         if "plan" not in cache:
-            shape = ops.activation_shape(self.depth, buffers["perms"].shape[1])
             cache["plan"] = ops.plan(theta, buffers["perms"], n, self.block_size)
-            cache["m_inputs"], cache["g_inputs"] = theta.new_empty(shape), theta.new_empty(shape)
-            cache["m_stores"], cache["g_stores"] = cache["m_inputs"].unbind(), cache["g_inputs"].unbind()
+            cache["pairs"], cache["m_stores"], cache["g_stores"] = ops.pair_stores(self.depth, width, theta)
+            cache["grad"] = torch.empty_like(theta)
+            for key in ("work_m", "work_g", "work_step", "work_hyper"):
+                cache[key] = {}
         return ops, cache["plan"]
 
     def direction(self, theta, buffers, m, cache):
         ops, plan = self._prepare(theta, buffers, m.numel(), cache)
-        top = ops.forward(plan, m[None], cache["m_stores"])
-        cache["m_top"] = top
-        return ops.backward(plan, top)[0]
+        top = ops.forward(plan, m[None], cache["m_stores"], cache["work_m"])
+        cache["m_top"] = top  # lives in work_m until the next direction
+        return ops.backward(plan, top, work=cache["work_step"])[0]
 
     def hypergradient(self, theta, buffers, m, g, cache):
         ops, plan = self._prepare(theta, buffers, m.numel(), cache)
         if "m_top" not in cache:  # e.g. after load_state_dict: recompute the m-path
             self.direction(theta, buffers, m, cache)
-        g_top = ops.forward(plan, g[None], cache["g_stores"])
+        g_top = ops.forward(plan, g[None], cache["g_stores"], cache["work_g"])
         # Column 0: the m-path with cotangent A·Πg; column 1: the g-path with cotangent A·Πm.
-        pairs = torch.cat([cache["m_inputs"], cache["g_inputs"]], dim=ops.column_dim)
-        tops = torch.cat([g_top, cache["m_top"]], dim=ops.column_dim)
-        grad = torch.empty_like(theta)
-        ops.backward(plan, tops, pairs.unbind(), grad.unbind())
+        tops = ops.join(g_top, cache["m_top"])
+        grad = cache["grad"]
+        ops.backward(plan, tops, cache["pairs"].unbind(), grad.unbind(), cache["work_hyper"])
         return grad
 
     def apply(self, theta, buffers, vectors):
