@@ -94,11 +94,12 @@ def hidden_width(n: int, block_size: int) -> int:
     return 2 * n + block_size - (2 * n) % block_size
 
 
-def _buffer(work: dict | None, key: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+def _buffer(work: dict | None, key: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
     """A scratch tensor kept in ``work`` between calls (fresh large allocations page-fault on
-    every call, which cost as much as the arithmetic at n = 1e5); fresh when ``work`` is None."""
+    every call, which cost as much as the arithmetic at n = 1e5). Without ``work`` it is None,
+    so the ops allocate their results and stay differentiable (``apply`` under autograd)."""
     if work is None:
-        return like.new_empty(shape)
+        return None
     buf = work.get(key)
     if buf is None or buf.shape != shape:
         buf = work[key] = like.new_empty(shape)
@@ -227,6 +228,8 @@ class _RowMajor:
     @staticmethod
     def _gather(z, index, out):
         """out[c] = z[c][index] row by row: a 1-D index_select is ~3x faster than one along dim 1."""
+        if out is None:
+            return z.index_select(1, index)
         for row, row_out in zip(z, out, strict=True):
             torch.index_select(row, 0, index, out=row_out)
         return out
@@ -240,8 +243,7 @@ class _RowMajor:
         for i, (w_rows, perm) in enumerate(zip(rows, plan["fwd"], strict=True)):
             u = _RowMajor._gather(z, perm, stores[i] if stores else _buffer(work, "u", z.shape, z))
             u = u.view(cols, b, blocks)
-            out = _buffer(work, "z", (cols, b, blocks), z)
-            torch.mul(u[:, 0:1], w_rows[0], out=out)
+            out = torch.mul(u[:, 0:1], w_rows[0], out=_buffer(work, "z", (cols, b, blocks), z))
             for a in range(1, b):
                 out.addcmul_(u[:, a : a + 1], w_rows[a])
             z = out.view(cols, -1)
@@ -259,8 +261,7 @@ class _RowMajor:
                 torch.mul(inputs[0].unsqueeze(1), y3[0].unsqueeze(0), out=g)
                 for c in range(1, cols):
                     g.addcmul_(inputs[c].unsqueeze(1), y3[c].unsqueeze(0))
-            x = _buffer(work, "x", (cols, b, blocks), y)
-            torch.mul(w_cols[i][0], y3[:, 0:1], out=x)
+            x = torch.mul(w_cols[i][0], y3[:, 0:1], out=_buffer(work, "x", (cols, b, blocks), y))
             for o in range(1, b):
                 x.addcmul_(w_cols[i][o], y3[:, o : o + 1])
             x = x.view(cols, -1)
