@@ -56,9 +56,9 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 
     def row(r):
         opts = ", ".join(f"{o['name']}={o['default']}" for o in r["options"])
-        return r["name"], f"{r['num_parameters']:,}", r["dtype"], opts or "-", r["description"]
+        return r["name"], f"{r['num_parameters']:,}", r["dtype"], opts or "-"
 
-    table = Table("name", "parameters", "dtype", "options", "description")
+    table = Table("name", "parameters", "dtype", "options", caption="descriptions: lodotune tasks --json")
     _json_or_table(task_registry.describe(), as_json, table, row)
 
 
