@@ -36,6 +36,8 @@ from tasks._spec import Option, boolean, count_module_parameters, optional_posit
 from tasks.base import Preconditioner
 
 INPUT_CHANNELS = 5
+# Largest image (pixels) on which the CPU depthwise convolution repeats its input (see DepthwiseConv2d).
+_REPEAT_MAX_PIXELS = 64
 # Pixel positions per metric forward pass. On the CPU small chunks stay in cache (≈ 15 MB per
 # activation at float32) and were faster than large ones; a GPU wants large ones (≈ 1 GB).
 _EVAL_PIXELS = {"cpu": 2**15}
@@ -45,9 +47,11 @@ _EVAL_PIXELS_DEFAULT = 2**21
 class DepthwiseConv2d(nn.Conv2d):
     """3×3 depthwise convolution with a channel multiplier (output channel = in · multiplier + k).
 
-    On the CPU it runs as a pure depthwise convolution (groups = out channels) of the input with
-    each channel repeated ``multiplier`` times: the same function and parameters, but oneDNN's
-    grouped kernel with a multiplier is 2-6× slower than its depthwise one (``bench/tasks.py``).
+    On the CPU, for images of at most 8×8 pixels, it runs as a pure depthwise convolution
+    (groups = out channels) of the input with each channel repeated ``multiplier`` times: the same
+    function and parameters, but oneDNN's grouped kernel with a multiplier is 1.6-7× slower than
+    that at these sizes (batch 256, forward + backward; at 14×14 and 28×28 the two are within
+    ±15 %). The digits step is 1.6× faster for it (``bench/task_steps.py``). CUDA keeps the grouped kernel.
     """
 
     def __init__(self, channels: int, multiplier: int) -> None:
@@ -56,7 +60,7 @@ class DepthwiseConv2d(nn.Conv2d):
         self.repeat_on_cpu = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or not self.repeat_on_cpu:
+        if x.device.type != "cpu" or not self.repeat_on_cpu or x.shape[-1] * x.shape[-2] > _REPEAT_MAX_PIXELS:
             return super().forward(x)
         repeated = x.repeat_interleave(self.multiplier, dim=1)
         return F.conv2d(repeated, self.weight, self.bias, padding=1, groups=self.out_channels)

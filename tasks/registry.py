@@ -57,11 +57,14 @@ def _check_seed(seed: Any) -> int:
 
 def _check_device(device: Any) -> torch.device:
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(
             f"Invalid device: {device!r} (allowed: a torch device such as 'cpu' or 'cuda:0')"
         ) from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Invalid device: {device!r} (allowed: cpu; this machine has no usable CUDA device)")
+    return resolved
 
 
 def _check_dtype(dtype: Any, default: torch.dtype) -> torch.dtype:
