@@ -150,6 +150,14 @@ def test_bad_build_arguments(kwargs, message):
         tasks.build("rosenbrock", **kwargs)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(
+        ValueError, match=re.escape("Invalid device: 'cuda' (allowed: cpu; this machine has no")
+    ):
+        tasks.build("rosenbrock", seed=0, device="cuda")
+
+
 def test_bad_options_are_rejected_before_data_is_read(tmp_path):
     # An invalid option must be reported as such, not hidden behind a missing-file error.
     with pytest.raises(ValueError, match="Invalid bn"):
