@@ -3,12 +3,12 @@ dense Hessians and the guarded linear solve of the second-order methods."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 
-from lodo._flat import check_params
+from lodo._flat import add_flat_, check_params, param_list
 from lodo._validation import check_decay, fail
 
 
@@ -135,3 +135,38 @@ def solve_or_pinv(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     if int(info) != 0:
         solution = torch.linalg.pinv(matrix, hermitian=True) @ rhs
     return solution
+
+
+class ExactHessianOptimizer(torch.optim.Optimizer):
+    """Bookkeeping shared by the dense second-order methods (Newton, Levenberg–Marquardt).
+
+    One flat parameter group of at most ``max_dim`` numbers; :meth:`step` needs a closure that
+    returns the loss with its graph (one evaluation), computes g and the exact Hessian H by
+    autograd, sets ``.grad`` to g and adds ``self._direction(H, g, group)`` to the parameters.
+    """
+
+    CLOSURE_CONTRACT = "returns the loss tensor with its graph, without calling backward()"
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        name = type(self).__name__
+        super().__init__(param_list(params, name), defaults)
+        flat_group(self, name)
+        check_dim(sum(p.numel() for p in self.param_groups[0]["params"]), defaults["max_dim"], name)
+
+    def _direction(self, hessian: torch.Tensor, grad: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One step; returns the loss at the parameters before the step."""
+        name = type(self).__name__
+        closure = require_closure(closure, name, self.CLOSURE_CONTRACT)
+        group = self.param_groups[0]
+        params = group["params"]
+        check_dim(sum(p.numel() for p in params), group["max_dim"], name)
+        loss, grad, hessian = loss_grad_hessian(closure, params, name)
+        with torch.no_grad():
+            set_flat_grads(params, grad)
+            add_flat_(params, self._direction(hessian, grad, group))
+        state = self.state[params[0]]
+        state["step"] = state.get("step", 0) + 1
+        return loss

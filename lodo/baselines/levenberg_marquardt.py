@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from lodo._flat import add_flat_, param_list
 from lodo._validation import check_nonnegative, check_positive_int
-from lodo.baselines._common import (
-    check_dim,
-    flat_group,
-    loss_grad_hessian,
-    require_closure,
-    set_flat_grads,
-    solve_or_pinv,
-)
+from lodo.baselines._common import ExactHessianOptimizer, solve_or_pinv
 
 __all__ = ["LevenbergMarquardt", "levenberg_marquardt_step"]
-
-_CLOSURE_CONTRACT = "returns the loss tensor with its graph, without calling backward()"
 
 
 def levenberg_marquardt_step(hessian: torch.Tensor, grad: torch.Tensor, *, lam: float) -> torch.Tensor:
@@ -30,7 +20,7 @@ def levenberg_marquardt_step(hessian: torch.Tensor, grad: torch.Tensor, *, lam: 
     return solve_or_pinv(system, hessian @ grad).neg_()
 
 
-class LevenbergMarquardt(torch.optim.Optimizer):
+class LevenbergMarquardt(ExactHessianOptimizer):
     r"""Levenberg–Marquardt applied to the residual r(x) = ∇L(x) (Jacobian = the Hessian H).
 
     Algorithm, each step (1 loss evaluation)::
@@ -66,21 +56,7 @@ class LevenbergMarquardt(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[Any], lam: float = 1.0, max_dim: int = 4096) -> None:
         lam = check_nonnegative("lam", lam)
-        max_dim = check_positive_int("max_dim", max_dim)
-        super().__init__(param_list(params, "LevenbergMarquardt"), {"lam": lam, "max_dim": max_dim})
-        flat_group(self, "LevenbergMarquardt")
-        check_dim(sum(p.numel() for p in self.param_groups[0]["params"]), max_dim, "LevenbergMarquardt")
+        super().__init__(params, {"lam": lam, "max_dim": check_positive_int("max_dim", max_dim)})
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """One step; returns the loss at the parameters before the step."""
-        closure = require_closure(closure, "LevenbergMarquardt", _CLOSURE_CONTRACT)
-        group = self.param_groups[0]
-        params = group["params"]
-        check_dim(sum(p.numel() for p in params), group["max_dim"], "LevenbergMarquardt")
-        loss, grad, hessian = loss_grad_hessian(closure, params, "LevenbergMarquardt")
-        with torch.no_grad():
-            set_flat_grads(params, grad)
-            add_flat_(params, levenberg_marquardt_step(hessian, grad, lam=group["lam"]))
-        state = self.state[params[0]]
-        state["step"] = state.get("step", 0) + 1
-        return loss
+    def _direction(self, hessian, grad, group):
+        return levenberg_marquardt_step(hessian, grad, lam=group["lam"])

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from lodo._flat import add_flat_, param_list
 from lodo._validation import check_positive_int
-from lodo.baselines._common import (
-    check_dim,
-    flat_group,
-    loss_grad_hessian,
-    require_closure,
-    set_flat_grads,
-    solve_or_pinv,
-)
+from lodo.baselines._common import ExactHessianOptimizer, solve_or_pinv
 
 __all__ = ["Newton", "newton_step"]
-
-_CLOSURE_CONTRACT = "returns the loss tensor with its graph, without calling backward()"
 
 
 def newton_step(hessian: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -28,7 +18,7 @@ def newton_step(hessian: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return solve_or_pinv(hessian, grad).neg_()
 
 
-class Newton(torch.optim.Optimizer):
+class Newton(ExactHessianOptimizer):
     r"""Undamped Newton's method: x ← x − H⁻¹·g with the exact Hessian.
 
     Algorithm, each step (1 loss evaluation)::
@@ -57,21 +47,7 @@ class Newton(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable[Any], max_dim: int = 4096) -> None:
-        max_dim = check_positive_int("max_dim", max_dim)
-        super().__init__(param_list(params, "Newton"), {"max_dim": max_dim})
-        flat_group(self, "Newton")
-        check_dim(sum(p.numel() for p in self.param_groups[0]["params"]), max_dim, "Newton")
+        super().__init__(params, {"max_dim": check_positive_int("max_dim", max_dim)})
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """One step; returns the loss at the parameters before the step."""
-        closure = require_closure(closure, "Newton", _CLOSURE_CONTRACT)
-        group = self.param_groups[0]
-        params = group["params"]
-        check_dim(sum(p.numel() for p in params), group["max_dim"], "Newton")
-        loss, grad, hessian = loss_grad_hessian(closure, params, "Newton")
-        with torch.no_grad():
-            set_flat_grads(params, grad)
-            add_flat_(params, newton_step(hessian, grad))
-        state = self.state[params[0]]
-        state["step"] = state.get("step", 0) + 1
-        return loss
+    def _direction(self, hessian, grad, group):
+        return newton_step(hessian, grad)
