@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from . import ga
-from .evaluation import summarize, window_mean
 from .rundir import write_json
+from .summary import summarize, window_mean
 from .trial import TrialResult, TrialSpec
 
 CURVE_POINTS = 2000  # results.json keeps curves averaged down to at most this many points

@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from schedules import paper_values
-from tuner.evaluation import window_mean
+from tuner.summary import window_mean
 from tuner.trial import TrialSpec, run_trial
 
 

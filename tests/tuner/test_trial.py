@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tuner.evaluation import summarize, window_mean
+from tuner.summary import summarize, window_mean
 from tuner.trial import TrialSpec, run_trial
 
 

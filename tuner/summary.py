@@ -1,4 +1,5 @@
-"""Summary statistics of repeated runs, as the LODO paper reports them (lodo.md §3.6)."""
+"""Summary statistics of repeated runs, as the LODO paper reports them (lodo.md §3.6): the window
+mean of one run and mean ± std over runs."""
 
 from __future__ import annotations
 
