@@ -164,6 +164,11 @@ class SupervisedTask:
             raise RuntimeError(f"{self.name}: same_batch_loss() called before any train_loss()")
         return self._batch_loss(self._batch)
 
+    def validation_loss(self) -> torch.Tensor:
+        """Loss on the whole validation set, graph attached (the one-pass HPO objective)."""
+        inputs, targets = self.validation_set
+        return self._loss(self.model(inputs), targets)
+
     @torch.no_grad()
     def metrics(self, *, preconditioner: Preconditioner | None = None) -> dict[str, float]:
         result = {}

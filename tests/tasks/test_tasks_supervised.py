@@ -39,6 +39,12 @@ def test_uci_energy_splits_and_standardisation(tmp_path, writers):
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     metrics = task.metrics()
     assert set(metrics) == {"validation_loss", "validation_mse", "test_loss", "test_mse"}
+    with torch.no_grad():
+        expected_validation = 0.5 * F.mse_loss(task.model(x_val), task.validation_set[1])
+    validation = task.validation_loss()
+    assert validation.requires_grad
+    assert validation.item() == pytest.approx(expected_validation.item(), rel=1e-6)
+    assert validation.item() == pytest.approx(metrics["validation_loss"], rel=1e-6)
     assert metrics["test_mse"] == pytest.approx(2 * metrics["test_loss"] * target_std**2, rel=1e-5)
 
 
