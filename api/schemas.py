@@ -1,0 +1,208 @@
+"""Request and response bodies. Requests are validated against the registries here, so a bad
+name or bound is a 422 naming the field before any job row exists."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+import lodo
+import schedules
+import tasks as task_registry
+
+STRATEGIES = ("ga", "asha", "onepass")
+JobKind = Literal["tune", "evaluate"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+OptionValue = bool | int | float | str
+Device = Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")]
+
+
+def _allowed(names) -> str:
+    return " | ".join(names)
+
+
+def _check_task(name: str) -> str:
+    if name not in task_registry.TASK_NAMES:
+        raise ValueError(f"unknown task {name!r} (allowed: {_allowed(task_registry.TASK_NAMES)})")
+    return name
+
+
+def _check_optimizer(name: str) -> str:
+    if name not in lodo.OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r} (allowed: {_allowed(lodo.OPTIMIZERS)})")
+    return name
+
+
+def _check_task_options(task: str, options: dict[str, OptionValue]) -> None:
+    task_registry.registry.spec(task).resolve_options(options)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def fingerprint(self, kind: str) -> str:
+        """SHA-256 of the canonical body: what an Idempotency-Key is bound to."""
+        body = json.dumps({"kind": kind, **self.model_dump(mode="json")}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+class TuneRequest(_Request):
+    """A tuning job: the LODO paper's GA by default (10 × 32 on the paper schedules)."""
+
+    task: str = Field(description="Task name (GET /tasks).", examples=["rosenbrock"])
+    optimizer: str = Field(description="Optimizer to tune (GET /optimizers).", examples=["lodo"])
+    strategy: Literal["ga", "asha", "onepass"] = "ga"
+    strategy_options: dict[str, OptionValue] = Field(
+        default_factory=dict, description="Settings of the asha / onepass strategy (GET /strategies)."
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Job seed: every trial seed derives from it.")
+    schedule: Literal["code", "paper"] = "code"
+    generations: int | None = Field(None, ge=1, le=1000)
+    population: int | None = Field(None, ge=2, le=4096)
+    step_scale: float = Field(1.0, gt=0, le=100)
+    normalization: Literal["code", "paper"] = "code"
+    decay_transform: Literal["log1m", "logit"] = "log1m"
+    task_options: dict[str, OptionValue] = Field(default_factory=dict)
+    device: Device = "cpu"
+    num_cpus_per_trial: float = Field(1.0, ge=0, le=256)
+    num_gpus_per_trial: float = Field(0.0, ge=0, le=16)
+    baselines: list[str] = Field(default_factory=list, max_length=len(lodo.OPTIMIZERS))
+    seeds: int = Field(8, ge=1, le=256, description="Final evaluation runs per optimizer.")
+    evaluate: bool = True
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, name: str) -> str:
+        return _check_task(name)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, name: str) -> str:
+        return _check_optimizer(name)
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, names: list[str]) -> list[str]:
+        return [_check_optimizer(name) for name in names]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TuneRequest:
+        if not lodo.get(self.optimizer).names:
+            raise ValueError(f"optimizer {self.optimizer!r} has no hyperparameters to tune")
+        _check_task_options(self.task, self.task_options)
+        if self.strategy == "ga" and self.strategy_options:
+            raise ValueError("strategy_options is for asha and onepass; the GA takes schedule fields")
+        if self.schedule == "paper":
+            schedules.schedule_for(self.task, "paper")  # ValueError when the paper did not tune it
+        return self
+
+
+class EvaluateRequest(_Request):
+    """N seeds of each optimizer at the task's final length, with given, tuned or paper values."""
+
+    task: str = Field(examples=["rosenbrock"])
+    optimizers: list[str] = Field(min_length=1, max_length=len(lodo.OPTIMIZERS), examples=[["adam", "lodo"]])
+    hyperparameters: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Values per optimizer; others use `tuned`."
+    )
+    from_job: str | None = Field(
+        None, pattern=r"^[0-9a-f]{32}$", description="Use the tuned values of this finished tune job."
+    )
+    tuned: Literal["paper", "defaults"] = "paper"
+    seeds: int = Field(8, ge=1, le=256)
+    steps: int | None = Field(None, ge=2, le=10_000_000, description="Default: the task's final length.")
+    step_scale: float = Field(1.0, gt=0, le=100)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    task_options: dict[str, OptionValue] = Field(default_factory=dict)
+    device: Device = "cpu"
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, name: str) -> str:
+        return _check_task(name)
+
+    @field_validator("optimizers")
+    @classmethod
+    def _optimizers(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("optimizers must be distinct")
+        return [_check_optimizer(name) for name in names]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvaluateRequest:
+        _check_task_options(self.task, self.task_options)
+        for name, values in self.hyperparameters.items():
+            if name not in self.optimizers:
+                raise ValueError(f"hyperparameters given for {name!r}, which is not in optimizers")
+            wanted = lodo.get(name).names
+            unknown = sorted(set(values) - set(wanted))
+            if unknown:
+                raise ValueError(
+                    f"unknown hyperparameters {unknown} for {name} (allowed: {_allowed(wanted)})"
+                )
+        if self.tuned == "paper" and self.from_job is None:
+            for name in self.optimizers:
+                if name not in self.hyperparameters:
+                    try:
+                        schedules.paper_values(self.task, name)
+                    except ValueError as err:
+                        raise ValueError(f"{err}; give hyperparameters or tuned='defaults'") from None
+        return self
+
+
+class Progress(BaseModel):
+    generation: int = Field(description="Generations finished.")
+    generations: int | None = Field(description="Generations in the schedule (None before the start).")
+    trials_done: int = Field(description="Trials finished in the current generation or phase.")
+    trials_total: int | None
+    best_fitness: float | None = Field(description="Lowest finite fitness seen so far.")
+    phase: str | None = Field(description="tuning | evaluation")
+
+
+class Job(BaseModel):
+    id: str
+    kind: JobKind
+    status: JobStatus
+    task: str
+    optimizer: str
+    strategy: str | None
+    attempt: int
+    launcher: str
+    driver: str | None = Field(description="The driver's process id or Ray submission id.")
+    progress: Progress
+    error: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    spec: dict[str, Any]
+    links: dict[str, str]
+
+
+class JobPage(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page.")
+
+
+class Accepted(BaseModel):
+    id: str
+    status: JobStatus
+    links: dict[str, str]
+
+
+class GenerationRecord(BaseModel):
+    generation: int
+    best_fitness: float | None
+    elite_mean: dict[str, Any]
+    record: dict[str, Any] = Field(description="The generation file the CLI writes, GA state included.")
+
+
+class Error(BaseModel):
+    detail: Any

@@ -1,0 +1,165 @@
+"""What the routes do: create and cancel jobs, shape rows into responses, find artifacts."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from . import schemas
+from .launchers import Launcher
+from .models import GenerationRow, JobRow
+from .settings import Settings
+from .store import JobStore
+
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ARTIFACT_TYPES = {
+    ".json": "application/json",
+    ".md": "text/markdown",
+    ".png": "image/png",
+    ".npz": "application/octet-stream",
+    ".log": "text/plain",
+}
+
+
+class NotFound(Exception):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+class JobService:
+    def __init__(self, store: JobStore, launcher: Launcher, settings: Settings) -> None:
+        self.store, self.launcher, self.settings = store, launcher, settings
+
+    def submit(
+        self, kind: str, request: schemas.TuneRequest | schemas.EvaluateRequest, idempotency_key: str | None
+    ) -> tuple[JobRow, bool]:
+        if isinstance(request, schemas.EvaluateRequest):
+            optimizer, strategy = ",".join(request.optimizers), None
+            if request.from_job is not None:
+                self._tuned_job(request.from_job)
+        else:
+            optimizer, strategy = request.optimizer, request.strategy
+        key = (idempotency_key, request.fingerprint(kind)) if idempotency_key else None
+        job, created = self.store.create_job(
+            kind=kind,
+            spec=request.model_dump(mode="json"),
+            task=request.task,
+            optimizer=optimizer,
+            strategy=strategy,
+            launcher=self.launcher.name,
+            run_root=self.settings.artifact_dir.resolve() / "jobs",
+            idempotency=key,
+        )
+        if created:
+            self.launcher.reconcile()
+            job = self.store.get(job.id)
+        return job, created
+
+    def _tuned_job(self, job_id: str) -> JobRow:
+        job = self.get(job_id)
+        if job.kind != "tune" or self.store.result(job_id, "hyperparameters") is None:
+            raise Conflict(f"from_job {job_id} has no tuned hyperparameters yet (status {job.status})")
+        return job
+
+    def get(self, job_id: str) -> JobRow:
+        job = self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"No job {job_id}")
+        return job
+
+    def cancel(self, job_id: str) -> JobRow:
+        job = self.get(job_id)
+        if job.status in schemas.TERMINAL:
+            raise Conflict(f"Job {job_id} is already {job.status}")
+        self.store.request_cancel(job_id)
+        self.launcher.reconcile()
+        return self.get(job_id)
+
+    def result(self, job_id: str, name: str) -> dict[str, Any]:
+        job = self.get(job_id)
+        document = self.store.result(job_id, name)
+        if document is None:
+            raise Conflict(f"Job {job_id} has no {name} yet (status {job.status}, phase {job.phase})")
+        return document
+
+    def generations(self, job_id: str) -> list[GenerationRow]:
+        self.get(job_id)
+        return self.store.generations(job_id)
+
+    def artifacts(self, job_id: str) -> dict[str, Path]:
+        """Name → file of the job's downloadable files (run directory and evaluation directory)."""
+        root = Path(self.get(job_id).run_dir)
+        found = {}
+        for folder in (root, root / "evaluation"):
+            if folder.is_dir():
+                for path in sorted(folder.iterdir()):
+                    if path.is_file() and path.suffix in ARTIFACT_TYPES and ARTIFACT_NAME.match(path.name):
+                        found.setdefault(path.name, path)
+        return found
+
+    def artifact(self, job_id: str, name: str) -> Path:
+        if not ARTIFACT_NAME.match(name):
+            raise NotFound(f"Invalid artifact name {name!r} (allowed: letters, digits, '.', '_', '-')")
+        found = self.artifacts(job_id)
+        if name not in found:
+            raise NotFound(f"No artifact {name!r} (allowed: {' | '.join(found) or 'none yet'})")
+        return found[name]
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def job_view(job: JobRow) -> schemas.Job:
+    base = f"/jobs/{job.id}"
+    links = {
+        "self": base,
+        "generations": f"{base}/generations",
+        "events": f"{base}/events",
+        "artifacts": f"{base}/artifacts",
+        "cancel": f"{base}/cancel",
+        "results": f"{base}/results",
+    }
+    if job.kind == "tune":
+        links["hyperparameters"] = f"{base}/hyperparameters"
+    return schemas.Job(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        task=job.task,
+        optimizer=job.optimizer,
+        strategy=job.strategy,
+        attempt=job.attempt,
+        launcher=job.launcher,
+        driver=job.driver,
+        progress=schemas.Progress(
+            generation=job.generation,
+            generations=job.generations,
+            trials_done=job.trials_done,
+            trials_total=job.trials_total,
+            best_fitness=_finite(job.best_fitness),
+            phase=job.phase,
+        ),
+        error=job.error,
+        cancel_requested=job.cancel_requested,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        updated_at=job.updated_at,
+        spec=job.spec,
+        links=links,
+    )
+
+
+def generation_view(row: GenerationRow) -> schemas.GenerationRecord:
+    return schemas.GenerationRecord(
+        generation=row.generation,
+        best_fitness=_finite(row.best_fitness),
+        elite_mean=row.record.get("elite_mean", {}),
+        record=row.record,
+    )

@@ -1,0 +1,52 @@
+"""Service settings, read from ``LODOTUNE_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the service keeps its jobs and how it runs them.
+
+    The embedded default needs nothing: a SQLite file inside the artifact directory, drivers in
+    local worker processes, each trial batch on a local Ray. On a cluster (docker-compose) set
+    ``LODOTUNE_DATABASE_URL`` to PostgreSQL, ``LODOTUNE_LAUNCHER=ray-jobs`` and
+    ``LODOTUNE_RAY_ADDRESS`` to the head's dashboard (``http://ray-head:8265``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LODOTUNE_", extra="ignore")
+
+    artifact_dir: Path = Field(Path("artifacts"), description="Run directories, plots, the SQLite file.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default sqlite:///<artifact_dir>/lodotune.db. PostgreSQL: "
+        "postgresql+psycopg://user:password@host/db.",
+    )
+    data_dir: Path | None = Field(None, description="Datasets (MNIST IDX, CIFAR-10 batches, UCI files).")
+    launcher: Literal["inprocess", "ray-jobs"] = "inprocess"
+    ray_address: str | None = Field(
+        None,
+        description="inprocess: a Ray cluster (GCS address) for the trials, else a local Ray per "
+        "job; ray-jobs: the head's Jobs API, e.g. http://ray-head:8265.",
+    )
+    executor: Literal["ray", "local"] = Field("ray", description="Where a driver runs its trials.")
+    max_concurrent_jobs: int = Field(1, ge=1, description="inprocess: drivers running at once.")
+    driver_num_cpus: float = Field(1.0, ge=0, description="ray-jobs: CPUs reserved for each driver.")
+    api_token: SecretStr | None = Field(None, description="When set, every endpoint but /healthz needs it.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    poll_interval: float = Field(0.5, gt=0, description="Seconds between launcher reconciliations.")
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.artifact_dir / 'lodotune.db').resolve()}"
+
+    def job_dir(self, job_id: str) -> Path:
+        return (self.artifact_dir / "jobs" / job_id).resolve()
