@@ -9,6 +9,7 @@ with ``attempt + 1``.
 * :class:`InProcessLauncher` (the embedded default) runs each driver as a local worker process,
   at most ``max_concurrent_jobs`` at once, the rest queued. On Linux a driver dies with the API
   (``PR_SET_PDEATHSIG``) so a restarted API never finds two drivers for one job.
+* :class:`QueueOnlyLauncher` stores jobs and runs none (to measure the API alone).
 * :class:`RayJobsLauncher` submits ``python -m api.driver`` to a Ray cluster's Jobs API; the
   submission id is ``lodotune-<job id>-<attempt>``, so submitting twice is harmless.
 """
@@ -272,7 +273,20 @@ def ray_auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+class QueueOnlyLauncher(Launcher):
+    """Stores jobs and starts none: for measuring the API itself (bench/api_load.py)."""
+
+    name = "queue"
+
+    def _has_room(self, running: int) -> bool:
+        return False
+
+    def _settle_running(self, job: JobRow) -> None:
+        pass
+
+
+LAUNCHERS = {"inprocess": InProcessLauncher, "ray-jobs": RayJobsLauncher, "queue": QueueOnlyLauncher}
+
+
 def make_launcher(store: JobStore, settings: Settings) -> Launcher:
-    if settings.launcher == "ray-jobs":
-        return RayJobsLauncher(store, settings)
-    return InProcessLauncher(store, settings)
+    return LAUNCHERS[settings.launcher](store, settings)

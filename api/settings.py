@@ -28,7 +28,9 @@ class Settings(BaseSettings):
         "postgresql+psycopg://user:password@host/db.",
     )
     data_dir: Path | None = Field(None, description="Datasets (MNIST IDX, CIFAR-10 batches, UCI files).")
-    launcher: Literal["inprocess", "ray-jobs"] = "inprocess"
+    launcher: Literal["inprocess", "ray-jobs", "queue"] = Field(
+        "inprocess", description="queue: store jobs and run none (benchmarks of the API itself)."
+    )
     ray_address: str | None = Field(
         None,
         description="inprocess: a Ray cluster (GCS address) for the trials, else a local Ray per "

@@ -1,0 +1,297 @@
+"""The service end to end against a real uvicorn process: jobs run by real drivers (trials
+in-process, LODOTUNE_EXECUTOR=local, to keep the suite fast), real SQLite, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import httpx
+import pytest
+
+from api.driver import tune_config
+from tests.api.conftest import Server, wait_for
+from tuner.executors import LocalExecutor
+from tuner.rundir import RunDir, read_json
+from tuner.tuning import tune
+
+SMALL_TUNE = {
+    "task": "rosenbrock",
+    "optimizer": "adam",
+    "generations": 2,
+    "population": 4,
+    "step_scale": 0.2,
+    "seeds": 2,
+    "baselines": ["momentum"],
+}
+# Long enough to interrupt: LODO trials, several generations, no evaluation.
+LONG_TUNE = {
+    "task": "rosenbrock",
+    "optimizer": "lodo",
+    "generations": 5,
+    "population": 6,
+    "step_scale": 0.5,
+    "evaluate": False,
+}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is dead too
+        return stat.read().split()[2] != "Z"
+
+
+def _driver_pid(job: dict) -> int:
+    assert job["driver"].startswith("pid "), job["driver"]
+    return int(job["driver"].split()[1])
+
+
+def test_tune_poll_fetch_results_artifacts_and_events(serve, tmp_path):
+    server = serve()
+    with server.client() as client:
+        response = client.post("/tune", json=SMALL_TUNE)
+        assert response.status_code == 202
+        job_id = response.json()["id"]
+        assert response.headers["location"] == f"/jobs/{job_id}"
+
+        # the event stream follows the job to its end
+        events = []
+        with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            kind = None
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    kind = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    events.append((kind, json.loads(line.split(":", 1)[1])))
+                    if kind == "end":
+                        break
+        kinds = [k for k, _ in events]
+        assert kinds.count("generation") == 2 and kinds[-1] == "end" and "progress" in kinds
+        assert [p["generation"] for k, p in events if k == "generation"] == [0, 1]
+        assert events[-1][1]["status"] == "succeeded"
+
+        job = wait_for(client, job_id)
+        assert job["status"] == "succeeded" and job["attempt"] == 1 and job["error"] is None
+        assert job["progress"]["generation"] == 2 and job["progress"]["generations"] == 2
+        assert job["progress"]["best_fitness"] > 0
+
+        tuned = client.get(f"/jobs/{job_id}/hyperparameters").json()
+        run_dir = RunDir(server.artifact_dir / "jobs" / job_id)
+        assert tuned == read_json(run_dir.hyperparameters_path)  # the CLI's document
+        assert set(tuned["hyperparameters"]) == {"lr", "beta1", "beta2"}
+
+        results = client.get(f"/jobs/{job_id}/results").json()
+        assert set(results["optimizers"]) == {"adam", "momentum"}
+        assert results["optimizers"]["adam"]["source"] == "tuned"
+        assert results["optimizers"]["adam"]["runs"] == 2
+
+        generations = client.get(f"/jobs/{job_id}/generations").json()
+        assert [g["generation"] for g in generations] == [0, 1]
+        assert generations[1]["record"]["state"]["generation"] == 2
+
+        artifacts = client.get(f"/jobs/{job_id}/artifacts").json()
+        assert {"curves.png", "results.json", "hyperparameters.json"} <= set(artifacts)
+        png = client.get(artifacts["curves.png"])
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert png.content.startswith(b"\x89PNG")
+
+        # an evaluation job re-runs the tuned values from the job
+        response = client.post(
+            "/evaluate",
+            json={
+                "task": "rosenbrock",
+                "optimizers": ["adam"],
+                "from_job": job_id,
+                "seeds": 2,
+                "step_scale": 0.2,
+            },
+        )
+        assert response.status_code == 202
+        evaluation = wait_for(client, response.json()["id"])
+        assert evaluation["status"] == "succeeded", evaluation["error"]
+        document = client.get(f"/jobs/{evaluation['id']}/results").json()
+        assert document["optimizers"]["adam"]["hyperparameters"] == tuned["hyperparameters"]
+        assert document["optimizers"]["adam"]["mean"] == results["optimizers"]["adam"]["mean"]
+
+        listed = client.get("/jobs", params={"kind": "tune"}).json()
+        assert [j["id"] for j in listed["jobs"]] == [job_id]
+
+
+def test_kill_9_mid_job_then_restart_resumes_to_the_uninterrupted_result(serve, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    server = serve(artifacts)
+    with server.client() as client:
+        job_id = client.post("/tune", json=LONG_TUNE).json()["id"]
+        deadline = time.monotonic() + 120
+        while True:
+            job = client.get(f"/jobs/{job_id}").json()
+            if job["progress"]["generation"] >= 1:
+                break
+            assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.05)
+    assert job["progress"]["generation"] < 5, "the job ended before the kill: make it longer"
+    driver = _driver_pid(job)
+    server.kill()
+    deadline = time.monotonic() + 10
+    while _alive(driver):  # the driver dies with the API (PR_SET_PDEATHSIG)
+        assert time.monotonic() < deadline, "driver outlived the API"
+        time.sleep(0.05)
+
+    restarted = serve(artifacts)
+    with restarted.client() as client:
+        job = wait_for(client, job_id)
+        assert job["status"] == "succeeded", job["error"]
+        assert job["attempt"] == 2
+        resumed = client.get(f"/jobs/{job_id}/hyperparameters").json()
+        generations = client.get(f"/jobs/{job_id}/generations").json()
+
+    # the same job, uninterrupted, straight through the tuner
+    spec = {**job["spec"]}
+    reference = tune(tune_config(spec), RunDir(tmp_path / "reference"), LocalExecutor())
+    assert resumed["hyperparameters"] == reference["hyperparameters"]
+    assert resumed["normalized_mean"] == reference["normalized_mean"]
+    assert [g["generation"] for g in generations] == [0, 1, 2, 3, 4]
+    for g in generations:
+        expected = read_json(RunDir(tmp_path / "reference").generation_path(g["generation"]))
+        assert [p["fitness"] for p in g["record"]["population"]] == [
+            p["fitness"] for p in expected["population"]
+        ]
+
+
+def test_cancel_running_and_queued_jobs_keeps_finished_generations(serve):
+    server = serve(max_concurrent_jobs="1")
+    with server.client() as client:
+        running_id = client.post("/tune", json={**LONG_TUNE, "generations": 40}).json()["id"]
+        queued_id = client.post("/tune", json={**LONG_TUNE, "seed": 1}).json()["id"]
+        assert client.get(f"/jobs/{queued_id}").json()["status"] == "queued"
+
+        cancelled = client.post(f"/jobs/{queued_id}/cancel")
+        assert cancelled.status_code == 200
+        assert wait_for(client, queued_id, timeout=10)["status"] == "cancelled"
+
+        deadline = time.monotonic() + 120
+        while client.get(f"/jobs/{running_id}").json()["progress"]["generation"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        driver = _driver_pid(client.get(f"/jobs/{running_id}").json())
+        assert client.post(f"/jobs/{running_id}/cancel").json()["cancel_requested"] is True
+        job = wait_for(client, running_id, timeout=30)
+        assert job["status"] == "cancelled" and job["finished_at"] is not None
+        assert not _alive(driver)
+        kept = client.get(f"/jobs/{running_id}/generations").json()
+        assert len(kept) >= 1 and job["progress"]["generation"] == len(kept) < 40
+        assert client.get(f"/jobs/{running_id}/hyperparameters").status_code == 409
+        again = client.post(f"/jobs/{running_id}/cancel")
+        assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
+        assert client.get(f"/jobs/{queued_id}").json()["attempt"] == 0  # never started
+
+
+def test_bearer_token_guards_everything_but_healthz(serve):
+    server = serve(api_token="s3cret-token", launcher="queue")
+    with server.client() as anonymous:
+        assert anonymous.get("/healthz").status_code == 200
+        for method, path in (("GET", "/jobs"), ("GET", "/tasks"), ("POST", "/tune"), ("GET", "/optimizers")):
+            response = anonymous.request(method, path, json=SMALL_TUNE)
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"] == "Bearer"
+    with server.client(token="s3cret-tokeN") as wrong:
+        assert wrong.get("/jobs").status_code == 401
+    with server.client(token="s3cret-token") as right:
+        assert right.get("/jobs").status_code == 200
+        assert right.post("/tune", json=SMALL_TUNE).status_code == 202
+
+
+def test_idempotency_key(serve):
+    server = serve(launcher="queue")
+    with server.client() as client:
+        first = client.post("/tune", json=SMALL_TUNE, headers={"Idempotency-Key": "abc-1"})
+        again = client.post("/tune", json=SMALL_TUNE, headers={"Idempotency-Key": "abc-1"})
+        assert first.status_code == 202 and again.status_code == 200
+        assert (
+            again.json()["id"] == first.json()["id"]
+            and again.headers["location"] == first.headers["location"]
+        )
+        other = client.post("/tune", json={**SMALL_TUNE, "seed": 7}, headers={"Idempotency-Key": "abc-1"})
+        assert other.status_code == 409 and "abc-1" in other.json()["detail"]
+        # the same key on the other endpoint is another body too
+        evaluate = client.post(
+            "/evaluate",
+            json={"task": "rosenbrock", "optimizers": ["adam"]},
+            headers={"Idempotency-Key": "abc-1"},
+        )
+        assert evaluate.status_code == 409
+        without = client.post("/tune", json=SMALL_TUNE)
+        assert without.status_code == 202 and without.json()["id"] != first.json()["id"]
+        assert len(client.get("/jobs").json()["jobs"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({**SMALL_TUNE, "task": "mnist"}, "task", "unknown task 'mnist' (allowed: noisy-quadratic-bowl"),
+        ({**SMALL_TUNE, "optimizer": "adamw"}, "optimizer", "unknown optimizer 'adamw'"),
+        ({**SMALL_TUNE, "population": 1}, "population", "greater than or equal to 2"),
+        ({**SMALL_TUNE, "generations": 0}, "generations", "greater than or equal to 1"),
+        ({**SMALL_TUNE, "baselines": ["sgdx"]}, "baselines", "unknown optimizer 'sgdx'"),
+        ({**SMALL_TUNE, "step_scale": 0}, "step_scale", "greater than 0"),
+        ({**SMALL_TUNE, "schedule": "table5"}, "schedule", "'code' or 'paper'"),
+        ({**SMALL_TUNE, "optimizer": "newton"}, "body", "'newton' has no hyperparameters to tune"),
+        (
+            {**SMALL_TUNE, "task_options": {"width": 3}},
+            "body",
+            "Unknown option 'width' for task 'rosenbrock'",
+        ),
+        ({**SMALL_TUNE, "devices": "cuda"}, "devices", "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_tune_requests_are_422_naming_the_field(serve_queue, body, field, words):
+    response = serve_queue.post("/tune", json=body)
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"][-1] == field if field != "body" else error["loc"] == ["body"]
+    assert words in error["msg"]
+
+
+def test_bad_evaluate_requests_and_lookups(serve_queue):
+    response = serve_queue.post(
+        "/evaluate",
+        json={"task": "rosenbrock", "optimizers": ["adam"], "hyperparameters": {"adam": {"eta": 1}}},
+    )
+    assert response.status_code == 422
+    assert "unknown hyperparameters ['eta'] for adam (allowed: lr | beta1 | beta2)" in response.text
+    missing = serve_queue.post(
+        "/evaluate", json={"task": "rosenbrock", "optimizers": ["adam"], "from_job": "f" * 32}
+    )
+    assert missing.status_code == 404
+    unknown = "0" * 32
+    assert serve_queue.get(f"/jobs/{unknown}").status_code == 404
+    assert serve_queue.get("/jobs/not-an-id").status_code == 422
+    job_id = serve_queue.post("/tune", json=SMALL_TUNE).json()["id"]
+    assert serve_queue.get(f"/jobs/{job_id}/hyperparameters").status_code == 409
+    for name in ("..%2F..%2Fetc%2Fpasswd", "lodotune.db", ".hidden"):
+        assert serve_queue.get(f"/jobs/{job_id}/artifacts/{name}").status_code in (404, 422), name
+
+
+def test_registries(serve_queue):
+    optimizers = {o["name"]: o for o in serve_queue.get("/optimizers").json()}
+    assert optimizers["lodo"]["search_space"]["params"][0]["name"] == "lr"
+    assert optimizers["newton"]["search_space"] is None
+    tasks = {t["name"]: t for t in serve_queue.get("/tasks").json()}
+    assert {s["source"] for s in tasks["rosenbrock"]["schedules"]} == {"code", "paper"}
+    assert serve_queue.get("/healthz").json() == {"status": "ok", "launcher": "queue"}
+
+
+@pytest.fixture(scope="module")
+def serve_queue(tmp_path_factory) -> httpx.Client:
+    """One queue-only server for the tests that only read and validate."""
+    server = Server(tmp_path_factory.mktemp("queue") / "artifacts", launcher="queue").start()
+    try:
+        with server.client() as client:
+            yield client
+    finally:
+        server.stop()
