@@ -231,8 +231,20 @@ class RayJobsLauncher(Launcher):
                 entrypoint_num_cpus=self.settings.driver_num_cpus,
             )
         except Exception as err:
-            if "already exists" not in str(err):  # a resubmit of the same attempt is fine
-                self.store.finish(job.id, "failed", error=f"Ray Jobs submission failed: {err}")
+            message = str(err)
+            if "already exists" in message:  # a resubmit of the same attempt is fine
+                return
+            if any(code in message for code in ("401", "403")):
+                self.store.finish(job.id, "failed", error=f"Ray refused the submission: {message}")
+                return
+            # the cluster is starting or unreachable: back to the queue, retried on the next pass
+            self.store.update(
+                job.id,
+                status="queued",
+                attempt=attempt - 1,
+                driver=None,
+                error=f"Ray Jobs submission failed, retrying: {message}",
+            )
 
     def _settle_running(self, job: JobRow) -> None:
         submission = job.driver or self.submission_id(job.id, job.attempt)
