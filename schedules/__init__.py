@@ -4,11 +4,13 @@
 * :mod:`~schedules.spaces` — per-optimizer search spaces (``code`` or ``paper`` normalization);
 * :mod:`~schedules.schedule` — per-task generations (σ, steps), population, final length, and the
   §3.5 halving;
-* :mod:`~schedules.paper` — Table 6's tuned values.
+* :mod:`~schedules.paper` — Table 6's tuned values;
+* :mod:`~schedules.asha` — the AdamQLR paper's ASHA search spaces.
 
 Everything is a frozen pydantic model that round-trips through ``model_dump`` / ``model_validate``.
 """
 
+from .asha import AshaSpace, Distribution, asha_optimizers, asha_space, batch_sizes
 from .paper import paper_values
 from .schedule import (
     SOURCES,
@@ -27,11 +29,16 @@ __all__ = [
     "NORMALIZATIONS",
     "SOURCES",
     "TRANSFORMS",
+    "AshaSpace",
+    "Distribution",
     "Generation",
     "ParamSpace",
     "Schedule",
     "SearchSpace",
     "apply_halving",
+    "asha_optimizers",
+    "asha_space",
+    "batch_sizes",
     "decode",
     "describe_schedules",
     "encode",

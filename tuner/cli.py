@@ -1,4 +1,4 @@
-"""The ``lodotune`` command line (typer + rich)."""
+"""The ``lodotune`` command line (typer + rich): list, tune (ga | asha | onepass), evaluate."""
 
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ import lodo
 import schedules
 import tasks as task_registry
 
+from .asha import AshaConfig, bootstrap_summary, tune_asha
 from .evaluate import evaluate as run_evaluation
-from .rundir import RunDir, read_json
+from .onepass import HYPERPARAMETERS as ONEPASS_HYPERPARAMETERS
+from .onepass import OnePassConfig, evaluate_onepass, tune_onepass
+from .rundir import RunDir, read_json, write_json
+from .strategies import STRATEGIES, describe_strategies
 from .tuning import TuneConfig
 from .tuning import tune as run_tuning
 
@@ -114,7 +118,9 @@ def _print_results(document: dict) -> None:
         console.print(f"  {name}: " + ", ".join(f"{k}={v:.6g}" for k, v in e["hyperparameters"].items()))
 
 
-def _run_evaluation(task, entries, sources, *, steps, seeds, executor, out_dir, job_seed, step_scale):
+def _run_evaluation(
+    task, entries, sources, *, steps, seeds, executor, out_dir, job_seed, step_scale, task_options=None
+):
     with _progress() as progress:
         bar = progress.add_task("evaluation runs", total=len(entries) * seeds)
         document = run_evaluation(
@@ -126,6 +132,7 @@ def _run_evaluation(task, entries, sources, *, steps, seeds, executor, out_dir, 
             out_dir=out_dir,
             job_seed=job_seed,
             step_scale=step_scale,
+            task_options=task_options,
             sources=sources,
             progress=lambda index, result: progress.advance(bar),
         )
@@ -145,54 +152,153 @@ SeedsOpt = Annotated[int, typer.Option(min=1, help="Evaluation runs per optimize
 @app.command()
 def tune(
     task: Annotated[str, typer.Argument(help="Task name (see `lodotune tasks`).")],
-    optimizer: Annotated[str, typer.Argument(help="Optimizer to tune (see `lodotune optimizers`).")],
-    generations: Annotated[
-        int | None, typer.Option(min=1, help="Override the schedule's generations.")
+    optimizer: Annotated[
+        str | None,
+        typer.Argument(help="Optimizer to tune (see `lodotune optimizers`); not with --strategy onepass."),
     ] = None,
-    population: Annotated[int | None, typer.Option(min=2, help="Override the population size.")] = None,
+    strategy: Annotated[
+        str, typer.Option(help="'ga' (the LODO paper's GA), 'asha' or 'onepass' (see `lodotune strategies`).")
+    ] = "ga",
+    generations: Annotated[
+        int | None, typer.Option(min=1, help="[ga] Override the schedule's generations.")
+    ] = None,
+    population: Annotated[int | None, typer.Option(min=2, help="[ga] Override the population size.")] = None,
     step_scale: StepScaleOpt = 1.0,
-    schedule: Annotated[str, typer.Option(help="'code' (the authors' code) or 'paper' (Table 5).")] = "code",
-    schedule_file: Annotated[Path | None, typer.Option(help="A custom schedule (JSON).")] = None,
-    normalization: Annotated[str, typer.Option(help="'code' (by name) or 'paper' (by role).")] = "code",
-    decay_transform: Annotated[str, typer.Option(help="'log1m' (the authors') or 'logit'.")] = "log1m",
-    space_file: Annotated[Path | None, typer.Option(help="A custom search space (JSON).")] = None,
+    schedule: Annotated[
+        str, typer.Option(help="[ga] 'code' (the authors' code) or 'paper' (Table 5).")
+    ] = "code",
+    schedule_file: Annotated[Path | None, typer.Option(help="[ga] A custom schedule (JSON).")] = None,
+    normalization: Annotated[str, typer.Option(help="[ga] 'code' (by name) or 'paper' (by role).")] = "code",
+    decay_transform: Annotated[str, typer.Option(help="[ga] 'log1m' (the authors') or 'logit'.")] = "log1m",
+    space_file: Annotated[Path | None, typer.Option(help="[ga] A custom search space (JSON).")] = None,
+    num_samples: Annotated[int, typer.Option(help="[asha] Configurations drawn.")] = 200,
+    max_t: Annotated[
+        int | None, typer.Option(help="[asha] Steps per trial (default: the task's final length).")
+    ] = None,
+    grace_period: Annotated[int, typer.Option(help="[asha] Steps before the first rung.")] = 10,
+    reduction_factor: Annotated[float, typer.Option(help="[asha] Keep the best 1/this at each rung.")] = 4.0,
+    report_every: Annotated[int, typer.Option(help="[asha] Steps between reports to Tune.")] = 10,
+    time_budget_s: Annotated[
+        float | None, typer.Option(help="[asha] Stop the search after this many seconds.")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="[onepass] Training steps (default: the task's final length).")
+    ] = None,
+    update_interval: Annotated[int, typer.Option(help="[onepass] Steps per hyperparameter update.")] = 10,
+    lookback: Annotated[int, typer.Option(help="[onepass] Neumann series terms.")] = 5,
+    meta_lr: Annotated[float, typer.Option(help="[onepass] The meta-Adam's learning rate.")] = 0.05,
+    per_parameter_lr: Annotated[bool, typer.Option(help="[onepass] One learning rate per weight.")] = False,
+    tuned_names: Annotated[
+        list[str] | None,
+        typer.Option("--tuned", help="[onepass] Hyperparameters to tune (repeatable; default all three)."),
+    ] = None,
+    initial_lr: Annotated[float | None, typer.Option(help="[onepass] Starting lr (default: drawn).")] = None,
+    initial_weight_decay: Annotated[
+        float | None, typer.Option(help="[onepass] Starting weight decay (default: drawn).")
+    ] = None,
+    initial_momentum: Annotated[
+        float | None, typer.Option(help="[onepass] Starting momentum (default: drawn).")
+    ] = None,
     seed: Annotated[int, typer.Option(min=0, help="Job seed: every trial seed derives from it.")] = 0,
     executor: ExecutorOpt = "ray",
     ray_address: RayAddressOpt = None,
     num_cpus_per_trial: Annotated[float, typer.Option(min=0.0)] = 1.0,
     num_gpus_per_trial: Annotated[float, typer.Option(min=0.0)] = 0.0,
     baselines: Annotated[
-        list[str] | None, typer.Option("--baseline", help="Also evaluate (repeatable).")
+        list[str] | None, typer.Option("--baseline", help="Also evaluate (repeatable; ga and asha).")
     ] = None,
     seeds: SeedsOpt = 8,
     evaluate: Annotated[bool, typer.Option(help="Run the final evaluation after tuning.")] = True,
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default runs/TASK-OPTIMIZER-TIME).")
     ] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="[ga] Continue the run in this directory.")] = None,
 ) -> None:
-    """Tune OPTIMIZER on TASK with the LODO paper's GA, then evaluate the result over N seeds."""
+    """Tune OPTIMIZER on TASK (the LODO paper's GA by default), then evaluate the result over N seeds."""
     baselines = baselines or []
-    _check_names(task, [optimizer, *baselines])
-    try:
-        plan = (
-            schedules.load_schedule(schedule_file)
-            if schedule_file
-            else schedules.schedule_for(task, schedule)
-        )
-        plan = plan.scaled(step_scale).with_overrides(generations=generations, population=population)
-        space = (
-            schedules.load_space(space_file)
-            if space_file
-            else schedules.space_for(optimizer, normalization=normalization, decay_transform=decay_transform)
-        )
-        config = TuneConfig(task, optimizer, plan, space, seed=seed)
-    except ValueError as err:
-        _fail(str(err))
+    if strategy not in STRATEGIES:
+        _fail(f"Invalid strategy: {strategy!r} (allowed: {' | '.join(STRATEGIES)})")
+    if strategy == "onepass":
+        if optimizer is not None:
+            _fail(
+                f"Invalid optimizer: {optimizer!r} (allowed: none with --strategy onepass, which tunes SGD)"
+            )
+        if baselines or resume is not None:
+            _fail("--baseline and --resume are not used with --strategy onepass")
+        _check_names(task, [])
+    else:
+        if optimizer is None:
+            _fail(f"Missing OPTIMIZER (needed by --strategy {strategy})")
+        _check_names(task, [optimizer, *baselines])
+    if strategy != "ga" and resume is not None:
+        _fail(f"--resume is for --strategy ga only ({strategy} runs cannot be resumed)")
+    if not step_scale > 0:
+        _fail(f"Invalid step_scale: {step_scale} (allowed: a number > 0)")
     if resume is not None and out is not None and resume != out:
         _fail("give either --out or --resume, not both")
-    root = resume or out or Path("runs") / f"{task}-{optimizer}-{time.strftime('%Y%m%d-%H%M%S')}"
+    root = resume or out or Path("runs") / f"{task}-{optimizer or strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = RunDir(root)
+    if strategy == "onepass":
+        initial = {
+            name: value
+            for name, value in (
+                ("lr", initial_lr),
+                ("weight_decay", initial_weight_decay),
+                ("momentum", initial_momentum),
+            )
+            if value is not None
+        }
+        try:
+            config = OnePassConfig(
+                task,
+                steps=steps or _final_length(task, step_scale),
+                update_interval=update_interval,
+                lookback=lookback,
+                meta_lr=meta_lr,
+                per_parameter_lr=per_parameter_lr,
+                tuned=tuple(tuned_names or ONEPASS_HYPERPARAMETERS),
+                initial=initial,
+                seed=seed,
+            )
+        except ValueError as err:
+            _fail(str(err))
+        _tune_onepass(config, run_dir, seeds=seeds if evaluate else 0)
+        return
+    if strategy == "asha":
+        try:
+            config = AshaConfig(
+                task,
+                optimizer,
+                num_samples=num_samples,
+                max_t=max_t or _final_length(task, step_scale),
+                grace_period=grace_period,
+                reduction_factor=reduction_factor,
+                report_every=report_every,
+                time_budget_s=time_budget_s,
+                seed=seed,
+                num_cpus_per_trial=num_cpus_per_trial,
+                num_gpus_per_trial=num_gpus_per_trial,
+            )
+        except ValueError as err:
+            _fail(str(err))
+    else:
+        try:
+            plan = (
+                schedules.load_schedule(schedule_file)
+                if schedule_file
+                else schedules.schedule_for(task, schedule)
+            )
+            plan = plan.scaled(step_scale).with_overrides(generations=generations, population=population)
+            space = (
+                schedules.load_space(space_file)
+                if space_file
+                else schedules.space_for(
+                    optimizer, normalization=normalization, decay_transform=decay_transform
+                )
+            )
+            config = TuneConfig(task, optimizer, plan, space, seed=seed)
+        except ValueError as err:
+            _fail(str(err))
     pool = _make_executor(
         executor,
         root,
@@ -201,25 +307,138 @@ def tune(
         num_gpus_per_trial=num_gpus_per_trial,
     )
     with pool:
-        done = _tune_with_progress(config, run_dir, pool, resumed=resume is not None)
-        if evaluate:
+        if strategy == "asha":
+            done = _tune_asha_with_progress(config, run_dir)
+            final, steps_final, scale = done["hyperparameters"], config.max_t, step_scale
+            task_options = done["task_options"]
+        else:
+            done = _tune_with_progress(config, run_dir, pool, resumed=resume is not None)
             final = schedules.apply_halving(plan, optimizer, done["hyperparameters"])
+            steps_final, scale, task_options = plan.final_steps, plan.step_scale, {}
+        if evaluate:
             halved = " (halved)" if final != done["hyperparameters"] else ""
             entries, sources = {optimizer: final}, {optimizer: "tuned" + halved}
             for name in baselines:
                 if name != optimizer:
                     entries[name], sources[name] = _paper_or_defaults(task, name)
-            _run_evaluation(
+            document = _run_evaluation(
                 task,
                 entries,
                 sources,
-                steps=plan.final_steps,
+                steps=steps_final,
                 seeds=seeds,
                 executor=pool,
                 out_dir=run_dir.evaluation_dir,
                 job_seed=seed,
-                step_scale=plan.step_scale,
+                step_scale=scale,
+                task_options=task_options,
             )
+            if strategy == "asha":
+                _write_bootstrap(document, run_dir, seed)
+
+
+def _final_length(task: str, step_scale: float) -> int:
+    """The task's final-evaluation length (its GA schedule's M), scaled."""
+    return max(2, round(schedules.schedule_for(task).final_steps * step_scale))
+
+
+def _tune_asha_with_progress(config: AshaConfig, run_dir: RunDir) -> dict:
+    with _progress() as progress:
+        bar = progress.add_task(f"ASHA trials (rungs at {config.rungs()} steps)", total=config.num_samples)
+
+        def on_event(event: str, payload: dict) -> None:
+            progress.advance(bar)
+
+        try:
+            done = tune_asha(config, run_dir, progress=on_event)
+        except ValueError as err:
+            progress.stop()
+            _fail(str(err))
+    best = done["best"]
+    table = Table("hyperparameter", "tuned", "drawn from", title=f"ASHA: {config.optimizer} on {config.task}")
+    for name, value in done["hyperparameters"].items():
+        table.add_row(name, f"{value:.6g}", done["transforms"].get(name, "default (not tuned)"))
+    for name, value in done["task_options"].items():
+        table.add_row(name, str(value), "choice")
+    console.print(table)
+    value = "diverged" if best["value"] is None else f"{best['value']:.6g}"
+    console.print(
+        f"best {done['metric']} {value} after {best['steps']} steps; "
+        f"{done['stopped_early']}/{len(done['trials'])} trials stopped early"
+    )
+    console.print(f"wrote {run_dir.hyperparameters_path}")
+    return done
+
+
+def _write_bootstrap(document: dict, run_dir: RunDir, seed: int) -> None:
+    """The AdamQLR paper's summary of the repeats: bootstrap medians (clarke.md §2.4)."""
+    summary = bootstrap_summary(document, resamples=50, seed=seed)
+    write_json(run_dir.evaluation_dir / "bootstrap.json", {"resamples": 50, "optimizers": summary})
+    table = Table(
+        "optimizer", "quantity", "median", "bootstrap median (mean ± std)", title="bootstrap medians"
+    )
+    for name, quantities in summary.items():
+        for quantity, s in quantities.items():
+            if s["median"] is not None:
+                spread = f"{s['bootstrap_mean']:.6g} ± {s['bootstrap_std']:.2g}"
+                table.add_row(name, quantity, f"{s['median']:.6g}", spread)
+    console.print(table)
+    console.print(f"wrote {run_dir.evaluation_dir}/bootstrap.json")
+
+
+def _tune_onepass(config: OnePassConfig, run_dir: RunDir, *, seeds: int) -> None:
+    updates = -(-config.steps // config.update_interval)
+    with _progress() as progress:
+        bar = progress.add_task("hyperparameter updates", total=updates)
+
+        def on_event(event: str, payload: dict) -> None:
+            progress.update(bar, completed=payload["update"] + 1)
+
+        try:
+            done = tune_onepass(config, run_dir, progress=on_event)
+        except ValueError as err:
+            progress.stop()
+            _fail(str(err))
+    table = Table("hyperparameter", "start", "end", "transform", title=f"one-pass SGD on {config.task}")
+    for name, value in done["hyperparameters"].items():
+        table.add_row(name, f"{done['initial'][name]:.6g}", f"{value:.6g}", done["transforms"][name])
+    console.print(table)
+    flag = " [yellow](diverged)[/yellow]" if done["diverged"] else ""
+    metrics = ", ".join(f"{k}={v:.6g}" for k, v in done["metrics"].items())
+    console.print(f"trained model after {done['steps']} steps: {metrics}{flag}")
+    console.print(f"wrote {run_dir.hyperparameters_path}")
+    if seeds < 1:
+        return
+    with _progress() as progress:
+        bar = progress.add_task("evaluation runs", total=seeds)
+        document = evaluate_onepass(
+            config, seeds=seeds, out_dir=run_dir.evaluation_dir, progress=lambda i, e: progress.advance(bar)
+        )
+    table = Table(
+        "quantity",
+        "median",
+        "bootstrap median (mean ± std)",
+        title=f"{config.task}: one-pass over {seeds} seeds ({document['diverged']} diverged)",
+    )
+    for quantity, s in document["summary"].items():
+        if s["median"] is not None:
+            table.add_row(
+                quantity, f"{s['median']:.6g}", f"{s['bootstrap_mean']:.6g} ± {s['bootstrap_std']:.2g}"
+            )
+    console.print(table)
+    console.print(f"wrote {run_dir.evaluation_dir}/results.json")
+
+
+@app.command()
+def strategies(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the tuning strategies and their settings (defaults)."""
+    records = describe_strategies()
+
+    def row(r):
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+        return r["name"], r["summary"], ", ".join(r["optimizers"]), settings
+
+    _json_or_table(records, as_json, Table("name", "summary", "optimizers", "settings"), row)
 
 
 def _tune_with_progress(config: TuneConfig, run_dir: RunDir, pool, *, resumed: bool) -> dict:

@@ -172,6 +172,7 @@ def tune(
         )
 
     document = {
+        "strategy": "ga",
         "task": config.task,
         "optimizer": config.optimizer,
         "hyperparameters": ga.result(state, space),

@@ -64,12 +64,51 @@ def test_evaluate_writes_results_table_and_plot(tmp_path):
         (["tune", "rosenbrock", "adam", "--step-scale", "-1"], "Invalid step_scale"),
         (["tune", "rosenbrock", "adam", "--schedule", "tabel5"], "Invalid schedule source"),
         (["tune", "rosenbrock", "newton"], "no hyperparameters"),
+        (["tune", "rosenbrock", "adam", "--strategy", "pbt"], "Invalid strategy: 'pbt'"),
+        (["tune", "digits-mlp", "--strategy", "asha"], "Missing OPTIMIZER"),
+        (["tune", "digits-mlp", "lodo", "--strategy", "asha"], "Invalid optimizer for ASHA: 'lodo'"),
+        (
+            ["tune", "digits-mlp", "adam", "--strategy", "asha", "--max-t", "20", "--grace-period", "40"],
+            "Invalid grace_period: 40",
+        ),
+        (
+            ["tune", "digits-mlp", "adam", "--strategy", "asha", "--reduction-factor", "1"],
+            "Invalid reduction_factor",
+        ),
+        (["tune", "digits-mlp", "adam", "--strategy", "onepass"], "Invalid optimizer: 'adam'"),
+        (["tune", "digits-mlp", "--strategy", "onepass", "--lookback", "0"], "Invalid lookback: 0"),
+        (["tune", "digits-mlp", "--strategy", "onepass", "--tuned", "beta"], "Invalid tuned: ['beta']"),
     ],
 )
 def test_bad_input_is_a_clear_error(args, message):
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_strategies_json_lists_the_three_strategies_with_settings():
+    result = runner.invoke(app, ["strategies", "--json"])
+    assert result.exit_code == 0, result.output
+    records = {r["name"]: r for r in json.loads(result.output)}
+    assert list(records) == ["ga", "asha", "onepass"]
+    assert records["asha"]["settings"]["reduction_factor"] == 4
+    assert records["onepass"]["settings"]["lookback"] == 5
+    assert records["onepass"]["settings"]["meta_lr"] == 0.05
+
+
+def test_tune_onepass_end_to_end(tmp_path):
+    args = ["tune", "digits-mlp", "--strategy", "onepass", "--steps", "30", "--seeds", "2"]
+    args += ["--initial-lr", "0.02", "--initial-weight-decay", "1e-4", "--initial-momentum", "0.5"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "one-pass SGD on digits-mlp" in result.output
+    document = json.loads((tmp_path / "hyperparameters.json").read_text())
+    assert document["strategy"] == "onepass" and document["task"] == "digits-mlp"
+    assert document["initial"] == {"lr": 0.02, "weight_decay": 1e-4, "momentum": 0.5}
+    assert len(document["trajectory"]) == 3
+    evaluation = json.loads((tmp_path / "evaluation" / "results.json").read_text())
+    assert len(evaluation["per_run"]) == 2 and evaluation["diverged"] == 0
+    assert evaluation["summary"]["test_loss"]["median"] > 0
 
 
 def test_installed_console_script_runs():

@@ -1,0 +1,115 @@
+"""The ASHA strategy: settings, search spaces, and one real job on the session's local Ray."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import lodo
+import schedules
+from schedules import asha as asha_spaces
+from tuner.asha import AshaConfig, bootstrap_median, tune_asha
+from tuner.rundir import RunDir, read_json
+
+COMMON_KEYS = {"strategy", "task", "optimizer", "hyperparameters", "transforms", "settings", "job_seed"}
+COMMON_KEYS |= {"task_options", "versions"}
+SMALL = {"num_samples": 8, "max_t": 32, "grace_period": 4, "report_every": 4}
+
+
+@pytest.fixture(scope="module")
+def asha_run(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("asha")
+    events = []
+    config = AshaConfig("digits-mlp", "momentum", **SMALL, seed=0)
+    document = tune_asha(
+        config, RunDir(root), progress=lambda event, payload: events.append((event, payload))
+    )
+    return config, document, events, root
+
+
+def test_asha_returns_the_best_trial_and_a_document_of_the_common_shape(asha_run):
+    config, document, _, root = asha_run
+    assert set(document) >= COMMON_KEYS
+    assert document["strategy"] == "asha" and document["metric"] == "validation_loss"
+    assert read_json(root / "hyperparameters.json") == document
+    assert read_json(root / "config.json") == config.to_dict()
+    assert set(document["hyperparameters"]) == set(lodo.get("momentum").names)
+    space = schedules.asha_space("momentum")
+    for name, dist in space.params.items():
+        assert dist.contains(document["hyperparameters"][name])
+    assert document["task_options"]["batch_size"] in schedules.batch_sizes()
+    finished = [r["value"] for r in document["trials"] if r["value"] is not None]
+    assert document["best"]["value"] == min(finished)
+    assert (root / "tune" / "asha").is_dir()  # Tune's storage stays inside the run directory
+
+
+def test_asha_stops_bad_trials_early(asha_run):
+    config, document, events, _ = asha_run
+    steps = [r["steps"] for r in document["trials"]]
+    assert len(steps) == config.num_samples
+    assert max(steps) == config.max_t
+    assert any(s < config.max_t for s in steps)
+    assert document["stopped_early"] == sum(r["stopped_early"] for r in document["trials"]) >= 1
+    assert document["rungs"] == [4, 16]
+    assert [e for e, _ in events] == ["trial"] * config.num_samples
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"grace_period": 40, "max_t": 32},
+            "Invalid grace_period: 40 (allowed: an integer from 1 to max_t = 32)",
+        ),
+        ({"reduction_factor": 1.5}, "Invalid reduction_factor: 1.5 (allowed: a number >= 2)"),
+        ({"num_samples": 0}, "Invalid num_samples: 0 (allowed: an integer >= 1)"),
+        ({"max_t": 0}, "Invalid max_t: 0"),
+        ({"report_every": 8, "grace_period": 4}, "Invalid report_every: 8"),
+        ({"metric": "accuracy"}, "Invalid metric: 'accuracy'"),
+        ({"optimizer": "nope"}, "Unknown optimizer 'nope'"),
+        ({"optimizer": "lodo"}, "Invalid optimizer for ASHA: 'lodo' (allowed: adam | momentum"),
+        ({"task": "nope"}, "Invalid task: 'nope'"),
+        ({"task_options": {"batch": 5}}, "batch"),
+    ],
+)
+def test_bad_settings_are_clear_errors(options, message):
+    with pytest.raises(ValueError) as info:
+        AshaConfig(**{"task": "digits-mlp", "optimizer": "momentum", **SMALL, **options})
+    assert message in str(info.value)
+
+
+def test_rungs_follow_rays_formula():
+    config = AshaConfig("digits-mlp", "adam", max_t=1000, grace_period=10, reduction_factor=4)
+    assert config.rungs() == [10, 40, 160, 640]
+
+
+def test_spaces_are_the_papers_and_unregistered_names_are_skipped():
+    assert schedules.asha_optimizers()[:2] == ("adam", "momentum")
+    assert set(schedules.asha_optimizers()) <= set(lodo.OPTIMIZERS)
+    for name in schedules.asha_optimizers():  # every registered optimizer's space names its hyperparameters
+        assert set(schedules.asha_space(name).params) <= set(lodo.get(name).names)
+    lr = schedules.asha_space("adam").params["lr"]
+    assert (lr.distribution, lr.low, lr.high) == ("loguniform", 1e-6, 1.0)
+    momentum = schedules.asha_space("momentum").params["momentum"]
+    assert momentum.distribution == "one_minus_loguniform" and momentum.contains(0.95)
+    assert not momentum.contains(0.5)
+
+
+def test_a_space_naming_a_hyperparameter_the_optimizer_lacks_is_refused(monkeypatch):
+    shipped = asha_spaces._shipped()
+    broken = shipped.model_copy(
+        update={"spaces": {"adam": {"paper": "x", "params": {"rho": shipped.spaces["adam"]["params"]["lr"]}}}}
+    )
+    monkeypatch.setattr(asha_spaces, "_shipped", lambda: broken)
+    with pytest.raises(ValueError, match="Invalid hyperparameter of adam in its ASHA space: 'rho'"):
+        schedules.asha_space("adam")
+
+
+def test_bootstrap_median_is_seeded_and_skips_non_finite_runs():
+    values = [1.0, 2.0, 3.0, 4.0, math.inf, None]
+    a = bootstrap_median(values, resamples=200, seed=1)
+    assert a == bootstrap_median(values, resamples=200, seed=1)
+    assert a["median"] == 2.5 and a["runs"] == 4
+    assert 1.0 <= a["bootstrap_mean"] <= 4.0 and a["bootstrap_std"] > 0
+    assert bootstrap_median([math.nan], resamples=10)["median"] is None

@@ -1,0 +1,470 @@
+"""The ``asha`` strategy: random search with ASHA early stopping on Ray Tune (clarke.md §2).
+
+``tune_asha(config, run_dir)`` draws ``num_samples`` configurations from the optimizer's ASHA
+space (:mod:`schedules.asha`; plus the batch size for tasks that have one), trains each on the
+task with ``ray.tune.Tuner``, and lets ``ASHAScheduler`` stop the trials whose metric is not in
+the best 1/reduction_factor at a rung. The winner is the trial with the lowest *last* reported
+metric (Tune's ``get_best_result`` scope "last", as the authors choose it).
+
+Where we depart from the authors' code, and why:
+
+* Time is counted in training steps (loss evaluations, as everywhere in lodotune), not seconds:
+  rungs then fall at the same points of training on any machine. ``max_t``, ``grace_period``
+  and ``report_every`` are all in steps; rungs are at grace_period · reduction_factorᵏ.
+* Each trial reports every ``report_every`` steps (Tune's guidance: not every step), not after
+  every step; a rung is decided at the first report at or past it.
+* The metric is ``validation_loss`` (whole validation set) where the task has one, else
+  ``training_loss`` (the latest minibatch loss), as the authors tune Rosenbrock.
+* Trial seeds are drawn by Tune's random search seeded with the job seed, so the sampled
+  configurations repeat exactly; which trials ASHA stops depends on the order results arrive
+  in, so a rerun on a busy machine may pick another winner.
+
+``time_budget_s`` (the authors' runtime-budget suites) ends the whole search after that many
+seconds, stopping the trials still running. A trial that meets a non-finite loss reports
+``diverged`` with the metric +inf and ends.
+
+The final evaluation (N seeds of the winner) is :func:`tuner.evaluate.evaluate`; the paper's
+summary of it, medians with a bootstrap spread (§2.4), is :func:`bootstrap_summary`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+import lodo
+import schedules
+import tasks as task_registry
+from schedules import asha as asha_spaces
+from tasks.base import OutputTask
+from tasks.registry import spec as task_spec
+
+from .rundir import RunDir, write_json
+from .tuning import _versions
+
+Metric = Literal["auto", "validation_loss", "training_loss"]
+METRICS: tuple[str, ...] = ("auto", "validation_loss", "training_loss")
+EXPERIMENT = "asha"  # the Tune experiment's folder under RUN_DIR/tune/
+
+# progress(event, payload): "trial" {index, of, trial_id, values, task_options, seed, steps, metric,
+# value, stopped_early, diverged, error, last_metrics} once per finished (completed, stopped or
+# failed) trial; index counts trials in the order they finish.
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def _invalid(name: str, value: object, allowed: str) -> ValueError:
+    return ValueError(f"Invalid {name}: {value!r} (allowed: {allowed})")
+
+
+def _int_at_least(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _invalid(name, value, f"an integer >= {low}")
+
+
+@dataclass(frozen=True)
+class AshaConfig:
+    """Everything that defines an ASHA job (task, optimizer, ASHA settings, seed) and the
+    resources of one trial."""
+
+    task: str
+    optimizer: str
+    num_samples: int = 200
+    max_t: int = 1000
+    grace_period: int = 10
+    reduction_factor: float = 4
+    report_every: int = 10
+    metric: Metric = "auto"
+    tune_batch_size: bool = True
+    seed: int = 0
+    task_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    num_cpus_per_trial: float = 1.0
+    num_gpus_per_trial: float = 0.0
+    time_budget_s: float | None = None
+
+    def __post_init__(self):
+        if self.task not in task_registry.TASK_NAMES:
+            raise _invalid("task", self.task, " | ".join(task_registry.TASK_NAMES))
+        asha_spaces.asha_space(self.optimizer)  # unknown optimizer / no space: ValueError
+        _int_at_least("num_samples", self.num_samples, 1)
+        _int_at_least("max_t", self.max_t, 1)
+        _int_at_least("grace_period", self.grace_period, 1)
+        _int_at_least("report_every", self.report_every, 1)
+        _int_at_least("seed", self.seed, 0)
+        if self.grace_period > self.max_t:
+            raise _invalid("grace_period", self.grace_period, f"an integer from 1 to max_t = {self.max_t}")
+        if self.report_every > self.grace_period:
+            raise _invalid(
+                "report_every", self.report_every, f"at most grace_period = {self.grace_period} steps"
+            )
+        rf = self.reduction_factor
+        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not math.isfinite(rf) or rf < 2:
+            raise _invalid("reduction_factor", rf, "a number >= 2")
+        if self.metric not in METRICS:
+            raise _invalid("metric", self.metric, " | ".join(METRICS))
+        for name in ("num_cpus_per_trial", "num_gpus_per_trial"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise _invalid(name, value, "a number >= 0")
+        budget = self.time_budget_s
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0
+        ):
+            raise _invalid("time_budget_s", budget, "None or a number of seconds > 0")
+        task_spec(self.task).resolve_options(self.task_options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": "asha",
+            "task": self.task,
+            "optimizer": self.optimizer,
+            "num_samples": self.num_samples,
+            "max_t": self.max_t,
+            "grace_period": self.grace_period,
+            "reduction_factor": self.reduction_factor,
+            "report_every": self.report_every,
+            "metric": self.metric,
+            "tune_batch_size": self.tune_batch_size,
+            "seed": self.seed,
+            "task_options": dict(self.task_options),
+            "device": self.device,
+            "num_cpus_per_trial": self.num_cpus_per_trial,
+            "num_gpus_per_trial": self.num_gpus_per_trial,
+            "time_budget_s": self.time_budget_s,
+        }
+
+    def rungs(self) -> list[int]:
+        """The steps at which ASHA decides (Ray's formula: grace · rfᵏ below max_t)."""
+        out, milestone = [], float(self.grace_period)
+        while milestone < self.max_t:
+            out.append(round(milestone))
+            milestone *= self.reduction_factor
+        return out
+
+
+def _has_batch_size(task: str) -> bool:
+    return any(option.name == "batch_size" for option in task_spec(task).options)
+
+
+def _resolve_metric(config: AshaConfig) -> str:
+    if config.metric != "auto":
+        return config.metric
+    task = task_registry.build(config.task, seed=config.seed, device=config.device, **config.task_options)
+    return "validation_loss" if hasattr(task, "validation_loss") else "training_loss"
+
+
+def _param_space(config: AshaConfig, space: schedules.AshaSpace) -> dict[str, Any]:
+    """Tune's sampling domains. A ``one_minus_loguniform`` hyperparameter is drawn as its x (the
+    trial turns it into 1 − x), so every draw comes from Tune's seeded random search."""
+    from ray import tune
+
+    params: dict[str, Any] = {name: tune.loguniform(d.low, d.high) for name, d in space.params.items()}
+    if config.tune_batch_size and _has_batch_size(config.task) and "batch_size" not in config.task_options:
+        params["batch_size"] = tune.choice(list(asha_spaces.batch_sizes()))
+    params["seed"] = tune.randint(0, 2**31 - 1)
+    return params
+
+
+def _values(space: schedules.AshaSpace, drawn: Mapping[str, Any]) -> dict[str, float]:
+    """Hyperparameter values of a trial's draws."""
+    return {
+        name: 1 - float(drawn[name]) if d.distribution == "one_minus_loguniform" else float(drawn[name])
+        for name, d in space.params.items()
+    }
+
+
+# what a trial's report holds besides Tune's bookkeeping: step, diverged, training_loss and the
+# task's metrics (validation_/test_ loss, accuracy or mse)
+_REPORTED = {"training_loss", "validation_loss", "test_loss", "validation_accuracy", "test_accuracy"}
+_REPORTED |= {"validation_mse", "test_mse"}
+
+
+class _Diverged(Exception):
+    """A loss that is not finite."""
+
+
+def _train(sampled: dict[str, Any], settings: dict[str, Any]) -> None:
+    """The Tune trainable: one optimizer on one seeded task for up to max_t loss evaluations,
+    stepping as ``tuner.trial.run_trial`` does (every evaluation mode; keep the two in step),
+    reporting every ``report_every`` evaluations and at the end."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(settings["threads"])
+    spec = lodo.get(settings["optimizer"])
+    values = _values(settings["space"], sampled)
+    options = dict(settings["task_options"])
+    if "batch_size" in sampled:
+        options["batch_size"] = int(sampled["batch_size"])
+    seed, max_t, every = int(sampled["seed"]), settings["max_t"], settings["report_every"]
+    task = task_registry.build(settings["task"], seed=seed, device=settings["device"], **options)
+    extra: dict[str, Any] = {}
+    if spec.needs_total_steps:
+        extra["total_steps"] = max_t
+    if settings["optimizer"].startswith("lodo"):
+        extra["seed"] = seed
+    optimizer = spec.build(task.parameters(), values, **extra)
+    losses: list[float] = []
+    reported = 0
+
+    def record(loss):
+        value = float(loss.detach())
+        losses.append(value)
+        if not math.isfinite(value):
+            raise _Diverged
+        return loss
+
+    def same_batch_closure():
+        optimizer.zero_grad()
+        loss = record(task.same_batch_loss())
+        loss.backward()
+        return loss
+
+    def one_batch_closure():
+        """A closure over one fresh minibatch, each call one evaluation (as run_trial's)."""
+        if isinstance(task, OutputTask):
+            batch = task.next_output_batch()
+            evaluations = itertools.repeat(batch.evaluate)
+        else:
+            batch = None
+            evaluations = itertools.chain([task.train_loss], itertools.repeat(task.same_batch_loss))
+        return (lambda: record(next(evaluations)())), batch
+
+    def report() -> None:
+        metrics = {"step": len(losses), "training_loss": losses[-1], "diverged": False}
+        metrics.update(task.metrics())
+        tune.report(metrics)
+
+    try:
+        while len(losses) < max_t:
+            if spec.evaluation == "loss":
+                optimizer.step(lambda: record(task.train_loss()))
+            elif spec.evaluation in ("same-batch-loss", "same-batch-outputs"):
+                if len(losses) + 2 > max_t:  # no room for the step's second evaluation
+                    record(task.train_loss())
+                    break
+                closure, batch = one_batch_closure()
+                if spec.evaluation == "same-batch-outputs":
+                    optimizer.step(closure, batch=batch)
+                else:
+                    optimizer.step(closure)
+            else:
+                optimizer.zero_grad()
+                record(task.train_loss()).backward()
+                if spec.evaluation == "gradient":
+                    optimizer.step()
+                elif len(losses) < max_t:  # the pair's second evaluation fits the budget
+                    optimizer.step(same_batch_closure)
+                else:
+                    break
+            if len(losses) - reported >= every:
+                reported = len(losses)
+                report()
+        if len(losses) > reported:
+            report()
+    except (_Diverged, FloatingPointError):
+        tune.report(
+            {"step": len(losses), "training_loss": math.inf, settings["metric"]: math.inf, "diverged": True}
+        )
+
+
+def _trial_record(trial, index: int, config: AshaConfig, metric: str, space: schedules.AshaSpace) -> dict:
+    last = trial.last_result or {}
+    steps = int(last.get("step", 0))
+    value = last.get(metric)
+    diverged = bool(last.get("diverged", False))
+    error = None if trial.status != "ERROR" else str(getattr(trial, "error_file", None) or "error")
+    return {
+        "index": index,
+        "trial_id": trial.trial_id,
+        "values": _values(space, trial.config),
+        "task_options": {"batch_size": int(trial.config["batch_size"])}
+        if "batch_size" in trial.config
+        else {},
+        "seed": int(trial.config["seed"]),
+        "steps": steps,
+        "metric": metric,
+        "value": float(value) if value is not None and math.isfinite(value) else None,
+        "stopped_early": error is None and not diverged and steps < config.max_t,
+        "diverged": diverged,
+        "error": error,
+        "last_metrics": {
+            k: float(v) for k, v in last.items() if k in _REPORTED and isinstance(v, (int, float))
+        },
+    }
+
+
+def tune_asha(config: AshaConfig, run_dir: RunDir, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the ASHA job; returns the hyperparameters document, also written to the run dir.
+
+    Uses the Ray already initialised in this process, or starts a local one (temp dir
+    ``RUN_DIR/ray``) and shuts it down at the end. Tune's own files go to ``RUN_DIR/tune/asha``.
+    """
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from .executors import RayExecutor
+
+    if run_dir.config_path.exists():
+        raise ValueError(f"{run_dir.root} already holds a run: choose another --out")
+    write_json(run_dir.config_path, config.to_dict())
+    emit = progress or (lambda event, payload: None)
+    space = asha_spaces.asha_space(config.optimizer)
+    metric = _resolve_metric(config)
+    settings = {
+        "task": config.task,
+        "optimizer": config.optimizer,
+        "space": space,
+        "task_options": dict(config.task_options),
+        "device": config.device,
+        "max_t": config.max_t,
+        "report_every": config.report_every,
+        "metric": metric,
+        "threads": max(1, int(config.num_cpus_per_trial)),
+    }
+    records: list[dict] = []
+
+    class _OnTrialEnd(tune.Callback):
+        """Records each finished trial and reports it. Tune pickles its run config (for
+        ``Tuner.restore``); the hook is only needed live, so a pickled copy is left without it."""
+
+        def __init__(self, record: Callable[[Any], None]):
+            self.record = record
+
+        def __getstate__(self):
+            return {"record": None}
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.record(trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.record(trial)
+
+    def finished(trial) -> None:
+        record = _trial_record(trial, len(records), config, metric, space)
+        records.append(record)
+        emit("trial", {**record, "of": config.num_samples})
+
+    trainable = tune.with_resources(
+        tune.with_parameters(_train, settings=settings),
+        {"cpu": config.num_cpus_per_trial, "gpu": config.num_gpus_per_trial},
+    )
+    scheduler = ASHAScheduler(
+        time_attr="step",
+        max_t=config.max_t,
+        grace_period=config.grace_period,
+        reduction_factor=config.reduction_factor,
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=_param_space(config, space),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode="min",
+            num_samples=config.num_samples,
+            scheduler=scheduler,
+            search_alg=BasicVariantGenerator(random_state=config.seed),
+            reuse_actors=True,
+            time_budget_s=config.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=str(run_dir.root.resolve() / "tune"),
+            verbose=0,
+            callbacks=[_OnTrialEnd(finished)],
+        ),
+    )
+    owner = None if ray.is_initialized() else RayExecutor(temp_dir=run_dir.root / "ray")
+    try:
+        grid = tuner.fit()
+    finally:
+        if owner is not None:
+            owner.close()
+    best = grid.get_best_result(metric=metric, mode="min", scope="last", filter_nan_and_inf=False)
+    trials = sorted(records, key=lambda r: r["index"])
+    winner = next(r for r in trials if r["trial_id"] == best.metrics["trial_id"])
+    hyperparameters = lodo.get(config.optimizer).check_values(winner["values"])
+    task_options = {**config.task_options, **winner["task_options"]}
+    document = {
+        "strategy": "asha",
+        "task": config.task,
+        "optimizer": config.optimizer,
+        "hyperparameters": hyperparameters,
+        "transforms": {name: d.distribution for name, d in space.params.items()},
+        "search_space": {
+            "source": asha_spaces.source(),
+            **space.describe(),
+            "batch_sizes": list(asha_spaces.batch_sizes())
+            if "batch_size" in winner["task_options"]
+            else None,
+        },
+        "settings": config.to_dict(),
+        "rungs": config.rungs(),
+        "metric": metric,
+        "best": {k: winner[k] for k in ("trial_id", "index", "seed", "steps", "value")},
+        "all_diverged": all(r["value"] is None for r in trials),
+        "stopped_early": sum(r["stopped_early"] for r in trials),
+        "trials": trials,
+        "job_seed": config.seed,
+        "trial_seeds": "drawn by Tune's random search seeded with the job seed; stored per trial",
+        "task_options": task_options,
+        "tune_dir": str(run_dir.root.resolve() / "tune" / EXPERIMENT),
+        "versions": _versions(),
+    }
+    write_json(run_dir.hyperparameters_path, document)
+    return document
+
+
+def bootstrap_median(values: Sequence[float], *, resamples: int, seed: int = 0) -> dict[str, float | None]:
+    """The median of ``values`` and the mean ± std of the medians of ``resamples`` bootstrap
+    resamples (with replacement), as clarke.md §2.4 and §5.7 summarise repeated runs.
+    Non-finite values are left out; all None when nothing finite is left."""
+    finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if finite.size == 0:
+        return {"median": None, "bootstrap_mean": None, "bootstrap_std": None, "runs": 0}
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(finite, size=(resamples, finite.size), replace=True), axis=1)
+    return {
+        "median": float(np.median(finite)),
+        "bootstrap_mean": float(medians.mean()),
+        "bootstrap_std": float(medians.std()),
+        "runs": int(finite.size),
+    }
+
+
+def bootstrap_summary(
+    evaluation: Mapping[str, Any], *, resamples: int = 50, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Per optimizer of a :func:`tuner.evaluate.evaluate` document: the bootstrap median of the
+    window loss and of every final metric over the runs (resamples 50, as §2.4)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in evaluation["optimizers"].items():
+        runs = entry["per_run"]
+        names = sorted({k for r in runs for k in r["metrics"]})
+        out[name] = {
+            "window_loss": bootstrap_median([r["window_mean"] for r in runs], resamples=resamples, seed=seed),
+            **{
+                k: bootstrap_median([r["metrics"].get(k) for r in runs], resamples=resamples, seed=seed)
+                for k in names
+            },
+        }
+    return out
+
+
+def describe() -> dict[str, Any]:
+    """The ASHA strategy's settings and defaults (for ``lodotune strategies``)."""
+    defaults = AshaConfig("digits-mlp", "adam").to_dict()
+    return {
+        "name": "asha",
+        "summary": "random search with ASHA early stopping on Ray Tune (AdamQLR paper, clarke.md §2)",
+        "optimizers": list(asha_spaces.asha_optimizers()),
+        "settings": {k: v for k, v in defaults.items() if k not in ("strategy", "task", "optimizer")},
+        "unit": "max_t, grace_period and report_every count steps (loss evaluations)",
+    }
