@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -20,12 +21,15 @@ from typing import Any
 
 import lodo
 import schedules
+from tuner.asha import bootstrap_summary, tune_asha
 from tuner.evaluate import evaluate
 from tuner.executors import make_executor
+from tuner.onepass import evaluate_onepass, tune_onepass
 from tuner.rundir import RunDir, read_json, write_json
 from tuner.tuning import TuneConfig, tune
 
 from .models import JobRow
+from .schemas import TuneRequest, final_length, strategy_config
 from .settings import Settings
 from .store import JobStore, json_safe
 
@@ -146,25 +150,83 @@ class Driver:
 
     def run_tuning(self, pool) -> None:
         spec = self.spec
-        if spec["strategy"] != "ga":
-            raise ValueError(f"Invalid strategy: {spec['strategy']!r} (allowed here: ga)")
-        config = tune_config(spec)
-        sync_generations(self.store, self.job, self.run_dir)
-        resume = self.run_dir.config_path.exists()
-        if not resume and self.store.generations(self.job.id):
-            write_json(self.run_dir.config_path, config.to_dict())
-            resume = True
-        document = tune(config, self.run_dir, pool, resume=resume, progress=self.on_tuning_event)
+        document = self.store.result(self.job.id, "hyperparameters")  # tuned before a restart
+        if spec["strategy"] == "onepass":
+            self.run_onepass(document)
+            return
+        if spec["strategy"] == "asha":
+            config = strategy_config(TuneRequest.model_validate(spec))
+            document = document or self._fresh(
+                lambda: tune_asha(config, self.run_dir, progress=self.on_asha_event)
+            )
+            final, steps, step_scale = document["hyperparameters"], config.max_t, spec["step_scale"]
+            task_options = document["task_options"]
+        else:
+            config = tune_config(spec)
+            if document is None:
+                sync_generations(self.store, self.job, self.run_dir)
+                resume = self.run_dir.config_path.exists()
+                if not resume and self.store.generations(self.job.id):
+                    write_json(self.run_dir.config_path, config.to_dict())
+                    resume = True
+                document = tune(config, self.run_dir, pool, resume=resume, progress=self.on_tuning_event)
+            plan = config.schedule
+            final = schedules.apply_halving(plan, config.optimizer, document["hyperparameters"])
+            steps, step_scale, task_options = plan.final_steps, plan.step_scale, spec["task_options"]
         self.store.save_result(self.job.id, "hyperparameters", document)
         if not spec["evaluate"]:
             return
-        plan = config.schedule
-        final = schedules.apply_halving(plan, config.optimizer, document["hyperparameters"])
         halved = " (halved)" if final != document["hyperparameters"] else ""
         entries = {config.optimizer: (final, "tuned" + halved)}
         for name in spec["baselines"]:
             entries.setdefault(name, baseline_values(config.task, name))
-        self.run_evaluation(pool, entries, steps=plan.final_steps, step_scale=plan.step_scale)
+        results = self.run_evaluation(
+            pool, entries, steps=steps, step_scale=step_scale, task_options=task_options
+        )
+        if spec["strategy"] == "asha":  # the AdamQLR paper's summary of the repeats (clarke.md §2.4)
+            summary = bootstrap_summary(results, resamples=50, seed=spec["seed"])
+            write_json(
+                self.run_dir.evaluation_dir / "bootstrap.json", {"resamples": 50, "optimizers": summary}
+            )
+
+    def _fresh(self, run):
+        """Run a strategy that cannot resume from an empty run directory (driver logs and the
+        live Ray's temp dir kept)."""
+        for path in self.run_dir.root.iterdir():
+            if not path.name.startswith("driver-") and path.name != "ray":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return run()
+
+    def on_asha_event(self, event: str, payload: dict[str, Any]) -> None:
+        if event == "trial":
+            self.store.update(
+                self.job.id, phase="tuning", trials_done=payload["index"] + 1, trials_total=payload["of"]
+            )
+
+    def on_onepass_event(self, event: str, payload: dict[str, Any]) -> None:
+        if event == "update":
+            self._check_cancel()
+            self.store.update(
+                self.job.id, phase="tuning", trials_done=payload["update"] + 1, trials_total=payload["of"]
+            )
+
+    def run_onepass(self, document: dict[str, Any] | None) -> None:
+        spec = self.spec
+        config = strategy_config(TuneRequest.model_validate(spec))
+        if document is None:
+            document = self._fresh(lambda: tune_onepass(config, self.run_dir, progress=self.on_onepass_event))
+            self.store.save_result(self.job.id, "hyperparameters", document)
+        if not spec["evaluate"]:
+            return
+        self._check_cancel()
+        self.store.update(self.job.id, phase="evaluation", trials_done=0, trials_total=spec["seeds"])
+        results = evaluate_onepass(
+            config,
+            seeds=spec["seeds"],
+            out_dir=self.run_dir.evaluation_dir,
+            progress=lambda index, episode: self._advance_trials(),
+        )
+        self.store.save_result(self.job.id, "results", results)
 
     def evaluation_entries(self) -> dict[str, tuple[dict[str, float], str]]:
         spec = self.spec
@@ -187,14 +249,14 @@ class Driver:
                 entries[name] = baseline_values(spec["task"], name, spec["tuned"])
         return entries
 
-    def run_evaluation(self, pool, entries, *, steps: int | None = None, step_scale: float | None = None):
+    def run_evaluation(
+        self, pool, entries, *, steps: int | None = None, step_scale: float | None = None, task_options=None
+    ) -> dict[str, Any]:
         spec = self.spec
         if step_scale is None:
             step_scale = spec["step_scale"]
         if steps is None:
-            steps = spec.get("steps") or max(
-                2, round(schedules.schedule_for(spec["task"]).final_steps * step_scale)
-            )
+            steps = spec.get("steps") or final_length(spec["task"], step_scale)
         self._check_cancel()
         seeds = spec["seeds"]
         self.store.update(self.job.id, phase="evaluation", trials_done=0, trials_total=len(entries) * seeds)
@@ -206,13 +268,14 @@ class Driver:
             executor=pool,
             out_dir=self.run_dir.evaluation_dir,
             job_seed=spec["seed"],
-            task_options=spec["task_options"],
+            task_options=spec["task_options"] if task_options is None else task_options,
             device=spec["device"],
             step_scale=step_scale,
             sources={name: source for name, (_, source) in entries.items()},
             progress=self.on_evaluation_run,
         )
         self.store.save_result(self.job.id, "results", document)
+        return document
 
 
 def _terminate_gracefully(signum, frame) -> None:

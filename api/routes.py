@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
@@ -17,6 +17,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 import lodo
 import schedules
 import tasks as task_registry
+from tuner.strategies import describe_strategies
 
 from . import schemas
 from .services import ARTIFACT_TYPES, JobService, generation_view, job_view
@@ -215,5 +216,7 @@ def get_optimizers() -> list[dict[str, Any]]:
 
 
 @router.get("/strategies", tags=["registries"])
-def get_strategies() -> list[dict[str, Literal["ga", "asha", "onepass"] | str]]:
-    return [{"name": name} for name in schemas.STRATEGIES]
+def get_strategies() -> list[dict[str, Any]]:
+    """The tuning strategies (ga, asha, onepass) with their settings; asha and onepass take theirs
+    in a POST /tune body's ``strategy_options``."""
+    return describe_strategies()

@@ -3,6 +3,7 @@ name or bound is a 422 naming the field before any job row exists."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import datetime
@@ -14,12 +15,12 @@ import lodo
 import schedules
 import tasks as task_registry
 
-STRATEGIES = ("ga", "asha", "onepass")
 JobKind = Literal["tune", "evaluate"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 OptionValue = bool | int | float | str
+StrategyOption = OptionValue | list[str] | dict[str, float] | None
 Device = Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")]
 
 
@@ -56,10 +57,17 @@ class TuneRequest(_Request):
     """A tuning job: the LODO paper's GA by default (10 × 32 on the paper schedules)."""
 
     task: str = Field(description="Task name (GET /tasks).", examples=["rosenbrock"])
-    optimizer: str = Field(description="Optimizer to tune (GET /optimizers).", examples=["lodo"])
+    optimizer: str | None = Field(
+        None,
+        description="Optimizer to tune (GET /optimizers); none with strategy onepass (it tunes SGD).",
+        examples=["lodo"],
+    )
     strategy: Literal["ga", "asha", "onepass"] = "ga"
-    strategy_options: dict[str, OptionValue] = Field(
-        default_factory=dict, description="Settings of the asha / onepass strategy (GET /strategies)."
+    strategy_options: dict[str, StrategyOption] = Field(
+        default_factory=dict,
+        description="Settings of asha (num_samples, max_t, grace_period, reduction_factor, report_every, "
+        "metric, tune_batch_size, time_budget_s) or onepass (steps, update_interval, lookback, meta_lr, "
+        "per_parameter_lr, tuned, initial); GET /strategies.",
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Job seed: every trial seed derives from it.")
     schedule: Literal["code", "paper"] = "code"
@@ -83,8 +91,8 @@ class TuneRequest(_Request):
 
     @field_validator("optimizer")
     @classmethod
-    def _optimizer(cls, name: str) -> str:
-        return _check_optimizer(name)
+    def _optimizer(cls, name: str | None) -> str | None:
+        return None if name is None else _check_optimizer(name)
 
     @field_validator("baselines")
     @classmethod
@@ -93,14 +101,70 @@ class TuneRequest(_Request):
 
     @model_validator(mode="after")
     def _consistent(self) -> TuneRequest:
-        if not lodo.get(self.optimizer).names:
-            raise ValueError(f"optimizer {self.optimizer!r} has no hyperparameters to tune")
         _check_task_options(self.task, self.task_options)
-        if self.strategy == "ga" and self.strategy_options:
-            raise ValueError("strategy_options is for asha and onepass; the GA takes schedule fields")
-        if self.schedule == "paper":
-            schedules.schedule_for(self.task, "paper")  # ValueError when the paper did not tune it
+        if self.strategy == "onepass":
+            if self.optimizer is not None or self.baselines:
+                raise ValueError("strategy onepass tunes SGD itself: give no optimizer and no baselines")
+        elif self.optimizer is None:
+            raise ValueError(
+                f"strategy {self.strategy} needs an optimizer (allowed: {_allowed(lodo.OPTIMIZERS)})"
+            )
+        elif not lodo.get(self.optimizer).names:
+            raise ValueError(f"optimizer {self.optimizer!r} has no hyperparameters to tune")
+        if self.strategy == "ga":
+            if self.strategy_options:
+                raise ValueError("strategy_options is for asha and onepass; the GA takes schedule fields")
+            if self.schedule == "paper":
+                schedules.schedule_for(self.task, "paper")  # ValueError when the paper did not tune it
+        else:
+            strategy_config(self)  # the strategy's own checks, named by field
         return self
+
+
+def final_length(task: str, step_scale: float) -> int:
+    """The task's final-evaluation length (its GA schedule's M), scaled."""
+    return max(2, round(schedules.schedule_for(task).final_steps * step_scale))
+
+
+def strategy_config(request: TuneRequest):
+    """The AshaConfig or OnePassConfig of an asha / onepass request (ValueError when invalid)."""
+    from tuner.asha import AshaConfig
+    from tuner.onepass import OnePassConfig
+
+    options = dict(request.strategy_options)
+    common = {
+        "task": request.task,
+        "seed": request.seed,
+        "task_options": dict(request.task_options),
+        "device": request.device,
+    }
+    length = final_length(request.task, request.step_scale)
+    if request.strategy == "asha":
+        factory, defaults = (
+            AshaConfig,
+            {
+                "optimizer": request.optimizer,
+                "max_t": length,
+                "num_cpus_per_trial": request.num_cpus_per_trial,
+                "num_gpus_per_trial": request.num_gpus_per_trial,
+            },
+        )
+    else:
+        factory, defaults = OnePassConfig, {"steps": length}
+        if "tuned" in options:
+            options["tuned"] = tuple(options["tuned"] or ())
+    allowed = [
+        f.name for f in dataclasses.fields(factory) if f.name not in {*common, *defaults} - {"max_t", "steps"}
+    ]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown strategy_options {unknown} for {request.strategy} (allowed: {_allowed(allowed)})"
+        )
+    try:
+        return factory(**{**defaults, **common, **options})
+    except TypeError as err:
+        raise ValueError(f"invalid strategy_options for {request.strategy}: {err}") from None
 
 
 class EvaluateRequest(_Request):

@@ -42,8 +42,8 @@ class JobService:
             optimizer, strategy = ",".join(request.optimizers), None
             if request.from_job is not None:
                 self._tuned_job(request.from_job)
-        else:
-            optimizer, strategy = request.optimizer, request.strategy
+        else:  # one-pass tunes SGD's lr, weight decay and momentum: its document says "sgd"
+            optimizer, strategy = request.optimizer or "sgd", request.strategy
         key = (idempotency_key, request.fingerprint(kind)) if idempotency_key else None
         job, created = self.store.create_job(
             kind=kind,

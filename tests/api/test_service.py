@@ -295,3 +295,47 @@ def serve_queue(tmp_path_factory) -> httpx.Client:
             yield client
     finally:
         server.stop()
+
+
+def test_onepass_and_asha_jobs_through_the_api(serve):
+    server = serve(max_concurrent_jobs="2")
+    with server.client() as client:
+        strategies = {s["name"] for s in client.get("/strategies").json()}
+        assert strategies == {"ga", "asha", "onepass"}
+        onepass = client.post(
+            "/tune",
+            json={
+                "task": "digits-mlp",
+                "strategy": "onepass",
+                "seeds": 2,
+                "strategy_options": {"steps": 30, "initial": {"lr": 0.05}},
+            },
+        ).json()["id"]
+        asha = client.post(
+            "/tune",
+            json={
+                "task": "rosenbrock",
+                "optimizer": "adam",
+                "strategy": "asha",
+                "seeds": 2,
+                "step_scale": 0.1,
+                "strategy_options": {"num_samples": 4, "grace_period": 5, "report_every": 5},
+            },
+        ).json()["id"]
+
+        job = wait_for(client, onepass, timeout=180)
+        assert job["status"] == "succeeded", job["error"]
+        assert job["optimizer"] == "sgd" and job["strategy"] == "onepass"
+        document = client.get(f"/jobs/{onepass}/hyperparameters").json()
+        assert document["strategy"] == "onepass" and document["initial"]["lr"] == 0.05
+        assert set(document["hyperparameters"]) == {"lr", "weight_decay", "momentum"}
+        assert client.get(f"/jobs/{onepass}/results").status_code == 200
+
+        job = wait_for(client, asha, timeout=240)
+        assert job["status"] == "succeeded", job["error"]
+        assert job["progress"]["trials_total"] == 2  # the evaluation phase: 1 optimizer × 2 seeds
+        document = client.get(f"/jobs/{asha}/hyperparameters").json()
+        assert document["strategy"] == "asha" and set(document["hyperparameters"]) == {"lr", "beta1", "beta2"}
+        results = client.get(f"/jobs/{asha}/results").json()
+        assert results["steps"] == 20 and results["optimizers"]["adam"]["source"] == "tuned"
+        assert "bootstrap.json" in client.get(f"/jobs/{asha}/artifacts").json()
