@@ -31,6 +31,7 @@ from .settings import Settings
 from .store import JobStore
 
 LOG_TAIL_LINES = 20
+SUBMIT_BATCH = 32  # ray-jobs: submissions per reconcile pass
 TERMINATE_GRACE_SECONDS = 10.0
 
 
@@ -63,6 +64,7 @@ class Launcher:
         self.store, self.settings = store, settings
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     # the loop ---------------------------------------------------------------------------------
@@ -73,8 +75,16 @@ class Launcher:
         self._thread = threading.Thread(target=self._loop, name=f"{self.name}-launcher", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Reconcile now (after a submit or a cancel) rather than at the next poll."""
+        self._wake.set()
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.settings.poll_interval):
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.poll_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.reconcile()
             except Exception as err:  # keep the loop alive; the next pass retries
@@ -82,23 +92,20 @@ class Launcher:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def reconcile(self) -> None:
         with self._lock:
-            live = self.store.with_status(("queued", "running"), launcher=self.name)
-            for job in live:
-                if job.status == "running":
-                    self._settle_running(job)
-                elif job.cancel_requested:
-                    self.store.finish(job.id, "cancelled")
-            running = [j for j in self.store.with_status(("running",), launcher=self.name)]
-            for job in self.store.with_status(("queued",), launcher=self.name):
-                if not self._has_room(len(running)):
-                    break
-                self._launch(job, job.attempt + 1)
-                running.append(job)
+            running = self.store.with_status(("running",), launcher=self.name)
+            for job in running:
+                self._settle_running(job)
+            self.store.cancel_queued(launcher=self.name)
+            room = self._room(len(self.store.with_status(("running",), launcher=self.name)))
+            if room > 0:
+                for job in self.store.with_status(("queued",), launcher=self.name, limit=room):
+                    self._launch(job, job.attempt + 1)
 
     def _requeue(self, job: JobRow, reason: str) -> None:
         print(f"lodotune: job {job.id} attempt {job.attempt}: {reason}; resuming", file=sys.stderr)
@@ -106,7 +113,8 @@ class Launcher:
 
     # what each launcher supplies ----------------------------------------------------------------
 
-    def _has_room(self, running: int) -> bool:
+    def _room(self, running: int) -> int:
+        """How many queued jobs to start now, with ``running`` jobs running."""
         raise NotImplementedError
 
     def _launch(self, job: JobRow, attempt: int) -> None:
@@ -129,8 +137,8 @@ class InProcessLauncher(Launcher):
         super().__init__(store, settings)
         self._processes: dict[str, subprocess.Popen] = {}
 
-    def _has_room(self, running: int) -> bool:
-        return running < self.settings.max_concurrent_jobs
+    def _room(self, running: int) -> int:
+        return self.settings.max_concurrent_jobs - running
 
     def _log_path(self, job: JobRow) -> Path:
         return Path(job.run_dir) / f"driver-{job.attempt}.log"
@@ -215,8 +223,8 @@ class RayJobsLauncher(Launcher):
     def submission_id(job_id: str, attempt: int) -> str:
         return f"lodotune-{job_id}-{attempt}"
 
-    def _has_room(self, running: int) -> bool:
-        return True  # the cluster queues jobs by the resources they reserve
+    def _room(self, running: int) -> int:
+        return SUBMIT_BATCH  # the cluster queues jobs by the resources they reserve
 
     def _launch(self, job: JobRow, attempt: int) -> None:
         submission = self.submission_id(job.id, attempt)
@@ -290,8 +298,8 @@ class QueueOnlyLauncher(Launcher):
 
     name = "queue"
 
-    def _has_room(self, running: int) -> bool:
-        return False
+    def _room(self, running: int) -> int:
+        return 0
 
     def _settle_running(self, job: JobRow) -> None:
         pass

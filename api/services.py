@@ -56,8 +56,7 @@ class JobService:
             idempotency=key,
         )
         if created:
-            self.launcher.reconcile()
-            job = self.store.get(job.id)
+            self.launcher.wake()
         return job, created
 
     def _tuned_job(self, job_id: str) -> JobRow:
@@ -76,9 +75,9 @@ class JobService:
         job = self.get(job_id)
         if job.status in schemas.TERMINAL:
             raise Conflict(f"Job {job_id} is already {job.status}")
-        self.store.request_cancel(job_id)
-        self.launcher.reconcile()
-        return self.get(job_id)
+        job = self.store.request_cancel(job_id)
+        self.launcher.wake()
+        return job
 
     def result(self, job_id: str, name: str) -> dict[str, Any]:
         job = self.get(job_id)

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(1, ge=1, description="inprocess: drivers running at once.")
     driver_num_cpus: float = Field(1.0, ge=0, description="ray-jobs: CPUs reserved for each driver.")
     api_token: SecretStr | None = Field(None, description="When set, every endpoint but /healthz needs it.")
+    threads: int = Field(
+        4,
+        ge=1,
+        description="Threads serving the (sync) endpoints; more than a few per core only "
+        "adds lock convoys (bench/api_load.py).",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     poll_interval: float = Field(0.5, gt=0, description="Seconds between launcher reconciliations.")

@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -166,13 +166,25 @@ class JobStore:
         rows = rows[:limit]
         return rows, (rows[-1].seq if more else None)
 
-    def with_status(self, statuses: Iterable[str], launcher: str | None = None) -> list[JobRow]:
+    def with_status(
+        self, statuses: Iterable[str], launcher: str | None = None, limit: int | None = None
+    ) -> list[JobRow]:
         """Oldest first (the queue order)."""
-        query = select(JobRow).where(JobRow.status.in_(list(statuses))).order_by(JobRow.seq)
+        query = select(JobRow).where(JobRow.status.in_(list(statuses))).order_by(JobRow.seq).limit(limit)
         if launcher is not None:
             query = query.where(JobRow.launcher == launcher)
         with self.session() as session:
             return list(session.scalars(query))
+
+    def cancel_queued(self, launcher: str) -> None:
+        """Queued jobs with a cancel request become cancelled (one statement)."""
+        with self.session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.launcher == launcher, JobRow.status == "queued", JobRow.cancel_requested)
+                .values(status="cancelled", finished_at=utcnow(), updated_at=utcnow())
+            )
+            session.commit()
 
     def update(self, job_id: str, *, only_if_status: Sequence[str] | None = None, **fields: Any) -> bool:
         """Set ``fields``; with ``only_if_status``, only while the job is in one of those states
