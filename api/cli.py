@@ -170,6 +170,8 @@ def submit(
         out,
         "--num-gpus-per-trial",
         str(num_gpus_per_trial),
+        "--device",
+        "cuda" if num_gpus_per_trial > 0 else "cpu",  # Ray hands each trial its GPU
     ]
     for option in extra or []:
         command += shlex.split(option)

@@ -119,7 +119,18 @@ def _print_results(document: dict) -> None:
 
 
 def _run_evaluation(
-    task, entries, sources, *, steps, seeds, executor, out_dir, job_seed, step_scale, task_options=None
+    task,
+    entries,
+    sources,
+    *,
+    steps,
+    seeds,
+    executor,
+    out_dir,
+    job_seed,
+    step_scale,
+    task_options=None,
+    device="cpu",
 ):
     with _progress() as progress:
         bar = progress.add_task("evaluation runs", total=len(entries) * seeds)
@@ -133,6 +144,7 @@ def _run_evaluation(
             job_seed=job_seed,
             step_scale=step_scale,
             task_options=task_options,
+            device=device,
             sources=sources,
             progress=lambda index, result: progress.advance(bar),
         )
@@ -147,6 +159,9 @@ ExecutorOpt = Annotated[
 RayAddressOpt = Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting one.")]
 StepScaleOpt = Annotated[float, typer.Option(help="Multiply every step count by this (> 0).")]
 SeedsOpt = Annotated[int, typer.Option(min=1, help="Evaluation runs per optimizer.")]
+DeviceOpt = Annotated[
+    str, typer.Option(help="Where each trial computes: cpu, cuda or cuda:N (with Ray, the GPU it assigned).")
+]
 
 
 @app.command()
@@ -204,6 +219,7 @@ def tune(
     ray_address: RayAddressOpt = None,
     num_cpus_per_trial: Annotated[float, typer.Option(min=0.0)] = 1.0,
     num_gpus_per_trial: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    device: DeviceOpt = "cpu",
     baselines: Annotated[
         list[str] | None, typer.Option("--baseline", help="Also evaluate (repeatable; ga and asha).")
     ] = None,
@@ -276,6 +292,7 @@ def tune(
                 report_every=report_every,
                 time_budget_s=time_budget_s,
                 seed=seed,
+                device=device,
                 num_cpus_per_trial=num_cpus_per_trial,
                 num_gpus_per_trial=num_gpus_per_trial,
             )
@@ -296,7 +313,7 @@ def tune(
                     optimizer, normalization=normalization, decay_transform=decay_transform
                 )
             )
-            config = TuneConfig(task, optimizer, plan, space, seed=seed)
+            config = TuneConfig(task, optimizer, plan, space, seed=seed, device=device)
         except ValueError as err:
             _fail(str(err))
     pool = _make_executor(
@@ -332,6 +349,7 @@ def tune(
                 job_seed=seed,
                 step_scale=scale,
                 task_options=task_options,
+                device=device,
             )
             if strategy == "asha":
                 _write_bootstrap(document, run_dir, seed)
@@ -493,6 +511,7 @@ def evaluate_command(
     ] = None,
     step_scale: StepScaleOpt = 1.0,
     seed: Annotated[int, typer.Option(min=0, help="Job seed: the run seeds derive from it.")] = 0,
+    device: DeviceOpt = "cpu",
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/evaluation"),
@@ -532,4 +551,5 @@ def evaluate_command(
             out_dir=out,
             job_seed=seed,
             step_scale=step_scale,
+            device=device,
         )

@@ -4,6 +4,7 @@ runs it), and its reconciliation rules against a scripted client."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from api.cli import app
 from api.driver import tune_config
 from api.launchers import RayJobsLauncher
 from api.schemas import TuneRequest
@@ -298,3 +301,33 @@ def test_cancel_of_a_running_ray_job_calls_stop(local_store):
     launcher.reconcile()
     assert client.stopped == [f"lodotune-{job.id}-1"]
     assert store.get(job.id).status == "running"  # until Ray reports the stop
+
+
+def test_lodotune_submit_runs_the_cli_job_on_the_cluster(ray_cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_cluster["token"])
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        [
+            "submit",
+            "rosenbrock",
+            "adam",
+            "--ray-address",
+            ray_cluster["address"],
+            "--out",
+            str(out),
+            "--driver-num-cpus",
+            "0.5",
+            "--follow",
+            "--tune-option",
+            "--generations 1 --population 2 --step-scale 0.1 --seeds 1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "SUCCEEDED" in result.output
+    document = json.loads((out / "hyperparameters.json").read_text())
+    assert document["optimizer"] == "adam" and (out / "evaluation" / "results.json").exists()
+    again = CliRunner().invoke(
+        app, ["submit", "rosenbrock", "adam", "--ray-address", ray_cluster["address"], "--out", str(out)]
+    )
+    assert again.exit_code == 2 and "already exists" in again.output  # the same run is not run twice

@@ -9,7 +9,9 @@ import time
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from api.cli import app
 from api.driver import tune_config
 from tests.api.conftest import Server, wait_for
 from tuner.executors import LocalExecutor
@@ -339,3 +341,17 @@ def test_onepass_and_asha_jobs_through_the_api(serve):
         results = client.get(f"/jobs/{asha}/results").json()
         assert results["steps"] == 20 and results["optimizers"]["adam"]["source"] == "tuned"
         assert "bootstrap.json" in client.get(f"/jobs/{asha}/artifacts").json()
+
+
+def test_jobs_and_status_commands_read_the_service(serve_queue):
+    job_id = serve_queue.post("/tune", json={**SMALL_TUNE, "seed": 11}).json()["id"]
+    url = str(serve_queue.base_url).rstrip("/")
+    listed = CliRunner().invoke(app, ["jobs", "--url", url, "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert job_id in [j["id"] for j in json.loads(listed.output)["jobs"]]
+    shown = CliRunner().invoke(app, ["status", job_id, "--url", url])
+    assert shown.exit_code == 0 and job_id in shown.output and "queued" in shown.output
+    missing = CliRunner().invoke(app, ["status", "0" * 32, "--url", url])
+    assert missing.exit_code == 2 and "404" in missing.output
+    unreachable = CliRunner().invoke(app, ["jobs", "--url", "http://127.0.0.1:9"])
+    assert unreachable.exit_code == 2 and "cannot reach" in unreachable.output
