@@ -6,9 +6,13 @@ the registry is cheap. Hyperparameter kinds drive the tuner's normalisation: ``r
 
 Evaluation modes tell a trial runner how many loss evaluations a step costs and which closure
 to pass: ``gradient`` (loss + backward, then ``step()``), ``gradient-pair`` (as ``gradient``,
-then ``step(closure)`` with a same-batch closure that calls backward: L-BFGS, O-LBFGS) and
+then ``step(closure)`` with a same-batch closure that calls backward: L-BFGS, O-LBFGS),
 ``loss`` (``step(closure)`` with a fresh-batch closure returning the loss with its graph; the
-optimizer differentiates it twice: Levenberg–Marquardt, Newton).
+optimizer differentiates it twice: Levenberg–Marquardt, Newton), ``same-batch-loss``
+(``step(closure)`` with a closure returning the loss with its graph, no backward, on one fresh
+minibatch per step that every call of the step re-evaluates; each call is one evaluation: series
+SFN) and ``same-batch-outputs`` (as ``same-batch-loss``, plus ``batch=`` the minibatch as model,
+inputs, targets and loss form when the task provides one, else None: AdamQLR).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any, Literal
 from torch.optim import Optimizer
 
 Kind = Literal["rate", "decay", "other"]
-Evaluation = Literal["gradient", "gradient-pair", "loss"]
+Evaluation = Literal["gradient", "gradient-pair", "loss", "same-batch-loss", "same-batch-outputs"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,15 @@ class OptimizerSpec:
                 for h in self.hyperparameters
             ],
         }
+
+
+def _series_integers(values: dict[str, float]) -> dict[str, Any]:
+    """K and a from a tuner's floats: K = round(K) >= 1, a = round(a) clipped to [0, ⌊(K − 1)/2⌋]
+    (the authors' sampler draws a within that range for each K)."""
+    out = dict(values)
+    out["terms"] = max(1, round(out["terms"]))
+    out["acceleration_order"] = min(max(0, round(out["acceleration_order"])), (out["terms"] - 1) // 2)
+    return out
 
 
 def _lodo(name, cls, summary, with_beta=True):
@@ -212,6 +225,34 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
             "Newton's method with the exact dense Hessian (small problems only)",
             (),
             evaluation="loss",
+        ),
+        OptimizerSpec(
+            "adamqlr",
+            "lodo.adamqlr:AdamQLR",
+            "AdamQLR: Adam's direction, learning rate from a damped Fisher quadratic model, "
+            "Levenberg–Marquardt damping (Hessian curvature on tasks without model outputs)",
+            (
+                Hyperparameter("damping", 1e-3, "other", "λ₀, the initial damping"),
+                Hyperparameter("damping_decrease", 0.5, "decay", "ω_dec, λ's factor when ρ > 3/4"),
+                Hyperparameter("damping_increase", 2.0, "other", "ω_inc, λ's factor when ρ < 1/4 (>= 1)"),
+            ),
+            evaluation="same-batch-outputs",
+            fixed={"curvature": "auto"},
+        ),
+        OptimizerSpec(
+            "sfn-series",
+            "lodo.sfn_series:SeriesSFN",
+            "series saddle-free Newton: (|H| + λI)⁻¹g from K terms of H²-products, Wynn ε "
+            "acceleration, adaptive damping",
+            (
+                Hyperparameter("damping", 1.0, "other", "λ₀, the initial damping"),
+                Hyperparameter("terms", 20, "other", "K, series terms (rounded; 2(K − 1) Hessian products)"),
+                Hyperparameter(
+                    "acceleration_order", 1, "other", "a, Shanks transforms (rounded, at most ⌊(K − 1)/2⌋)"
+                ),
+            ),
+            evaluation="same-batch-loss",
+            to_kwargs=_series_integers,
         ),
     ]
 }

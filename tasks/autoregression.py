@@ -33,7 +33,7 @@ from torch import nn
 
 from tasks._rng import torch_generator
 from tasks._spec import Option, boolean, count_module_parameters, optional_positive_int, positive_int
-from tasks.base import Preconditioner
+from tasks.base import OutputBatch, Preconditioner
 
 INPUT_CHANNELS = 5
 # Largest image (pixels) on which the CPU depthwise convolution repeats its input (see DepthwiseConv2d).
@@ -201,16 +201,29 @@ class AutoregressionTask:
         logits = self.model(self.inputs(images, rows, cols))
         return F.cross_entropy(logits, QueryInputs.targets(images, rows, cols))
 
-    def _loss(self, indices: torch.Tensor) -> torch.Tensor:
-        count = len(indices)
+    def _queries(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.randint(self.size, (count,), generator=self._query_generator).to(self.device)
         cols = torch.randint(self.size, (count,), generator=self._query_generator).to(self.device)
-        return self._batch_loss(self.train_images[indices], rows, cols)
+        return rows, cols
 
-    def train_loss(self) -> torch.Tensor:
+    def _loss(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._batch_loss(self.train_images[indices], *self._queries(len(indices)))
+
+    def _next_images(self) -> torch.Tensor:
         indices = torch.randint(len(self.train_images), (self.batch_size,), generator=self._images_generator)
         self._batch = indices.to(self.device)
-        return self._loss(self._batch)
+        return self._batch
+
+    def train_loss(self) -> torch.Tensor:
+        return self._loss(self._next_images())
+
+    def next_output_batch(self) -> OutputBatch:
+        """The next images and their query pixels as network inputs; evaluated eagerly (without
+        ``compile``). Unlike :meth:`same_batch_loss`, re-evaluating it keeps the query pixels."""
+        images = self.train_images[self._next_images()]
+        rows, cols = self._queries(len(images))
+        inputs = self.inputs(images, rows, cols)
+        return OutputBatch(self.model, inputs, QueryInputs.targets(images, rows, cols), "cross-entropy")
 
     def same_batch_loss(self) -> torch.Tensor:
         if self._batch is None:

@@ -27,7 +27,7 @@ from torch import nn
 from tasks._batches import EpochBatches
 from tasks._rng import torch_generator
 from tasks._spec import count_module_parameters
-from tasks.base import Preconditioner
+from tasks.base import LossForm, OutputBatch, Preconditioner, output_loss
 
 
 class MLP(nn.Module):
@@ -146,10 +146,12 @@ class SupervisedTask:
     def parameters(self) -> list[torch.nn.Parameter]:
         return list(self.model.parameters())
 
+    @property
+    def loss_form(self) -> LossForm:
+        return "cross-entropy" if self.classification else "half-mse"
+
     def _loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self.classification:
-            return F.cross_entropy(outputs, targets)
-        return 0.5 * F.mse_loss(outputs, targets)
+        return output_loss(self.loss_form, outputs, targets)
 
     def _batch_loss(self, indices: torch.Tensor) -> torch.Tensor:
         inputs, targets = self.train_set
@@ -158,6 +160,11 @@ class SupervisedTask:
     def train_loss(self) -> torch.Tensor:
         self._batch = self._batches.next().to(self.device)
         return self._batch_loss(self._batch)
+
+    def next_output_batch(self) -> OutputBatch:
+        self._batch = self._batches.next().to(self.device)
+        inputs, targets = self.train_set
+        return OutputBatch(self.model, inputs[self._batch], targets[self._batch], self.loss_form)
 
     def same_batch_loss(self) -> torch.Tensor:
         if self._batch is None:

@@ -2,13 +2,19 @@
 
 Pure (a spec in, a result out) so that every executor and strategy can call it the same way.
 Steps are counted in loss evaluations, as in the LODO paper's curves (lodo.md §3.7): L-BFGS
-and O-LBFGS spend two per iteration.
+and O-LBFGS spend two per iteration, and so do AdamQLR and series SFN with adaptive damping
+(the loss, then the same minibatch again after the step). Curvature products (Hessian-vector
+products, Jacobian-vector products of the outputs) are not loss evaluations and are not counted;
+their cost shows in the wall time. As for a pair, a same-batch step starts only when both of its
+evaluations fit: the last evaluation of an odd budget is a plain loss evaluation, no step.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,6 +22,7 @@ import torch
 
 import lodo
 import tasks
+from tasks.base import OutputBatch, OutputTask
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,40 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     def fresh_loss_closure():
         return record(task.train_loss())
 
+    def one_batch_closure() -> tuple[Callable[[], torch.Tensor], OutputBatch | None]:
+        """A closure over one fresh minibatch for one step; each call is one recorded evaluation.
+
+        A task with model outputs hands over the batch itself (re-evaluated exactly, query pixels
+        included); any other task evaluates a fresh batch first and its same batch after that.
+        """
+        if isinstance(task, OutputTask):
+            batch = task.next_output_batch()
+            evaluations = itertools.repeat(batch.evaluate)
+        else:
+            batch = None
+            evaluations = itertools.chain([task.train_loss], itertools.repeat(task.same_batch_loss))
+
+        def closure() -> torch.Tensor:
+            return record(next(evaluations)())
+
+        return closure, batch
+
     diverged = False
     start = time.perf_counter()
     try:
         while len(losses) < spec.steps:
             if optimizer_spec.evaluation == "loss":
                 optimizer.step(fresh_loss_closure)
+                continue
+            if optimizer_spec.evaluation in ("same-batch-loss", "same-batch-outputs"):
+                if len(losses) + 2 > spec.steps:  # no room for the step's second evaluation
+                    record(task.train_loss())
+                    break
+                closure, batch = one_batch_closure()
+                if optimizer_spec.evaluation == "same-batch-outputs":
+                    optimizer.step(closure, batch=batch)
+                else:
+                    optimizer.step(closure)
                 continue
             optimizer.zero_grad()
             record(task.train_loss()).backward()

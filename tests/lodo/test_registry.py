@@ -27,6 +27,8 @@ NAMES = [
     "bfgs",
     "levenberg-marquardt",
     "newton",
+    "adamqlr",
+    "sfn-series",
 ]
 
 
@@ -69,7 +71,9 @@ def test_record_runs_a_trial_and_counts_evaluations(name):
     assert result.metrics["loss"] >= 0
 
 
-@pytest.mark.parametrize("name", ["lodo", "adam", "momentum", "bfgs", "levenberg-marquardt", "newton"])
+@pytest.mark.parametrize(
+    "name", ["lodo", "adam", "momentum", "bfgs", "levenberg-marquardt", "newton", "adamqlr", "sfn-series"]
+)
 def test_record_decreases_rosenbrock(name):
     values = {"lr": 0.02} if name in ("adam", "momentum") else {}
     result = run_trial(TrialSpec("rosenbrock", name, values, seed=0, steps=50))
@@ -97,3 +101,19 @@ def test_describe_is_plain_data():
         "description": "learning rate",
     }
     assert records[NAMES.index("lbfgs")]["evaluation"] == "gradient-pair"
+    assert records[NAMES.index("adamqlr")]["evaluation"] == "same-batch-outputs"
+    assert records[NAMES.index("sfn-series")]["evaluation"] == "same-batch-loss"
+
+
+def test_series_integers_from_a_tuner():
+    # A tuner proposes floats: K rounds to an integer >= 1, a to [0, ⌊(K − 1)/2⌋].
+    x = torch.nn.Parameter(torch.zeros(2))
+    group = lodo.build("sfn-series", [x], {"terms": 4.6, "acceleration_order": 3.4}).param_groups[0]
+    assert (group["terms"], group["acceleration_order"]) == (5, 2)
+    group = lodo.build("sfn-series", [x], {"terms": 0.2, "acceleration_order": 0.7}).param_groups[0]
+    assert (group["terms"], group["acceleration_order"]) == (1, 0)
+
+
+def test_adamqlr_record_falls_back_to_the_hessian_without_model_outputs():
+    x = torch.nn.Parameter(torch.zeros(2))
+    assert lodo.build("adamqlr", [x]).param_groups[0]["curvature"] == "auto"
