@@ -6,6 +6,8 @@ the optimizer registry under one of two normalizations:
 * ``code`` (default, lodo.md §3.1): the authors' rule **by name** — a hyperparameter is a decay
   iff its name contains "momentum" or "beta"; everything else uses ``log``. So RMSprop's ρ is
   tuned in log space (and may be sampled above 1, which diverges), as in the authors' runs.
+  The rule is theirs for the optimizers of their paper; the others (AdamQLR, series SFN), which
+  their code never tuned, use the role as ``paper`` does.
 * ``paper`` (Appendix E, §3.8): **by role** — the registry's ``kind`` ``decay`` gets the decay
   transform; ``rate`` and ``other`` get ``log``. Differs from ``code`` only for RMSprop's ρ.
 
@@ -30,6 +32,27 @@ DecayTransform = Literal["log1m", "logit"]
 NORMALIZATIONS: tuple[str, ...] = ("code", "paper")
 DECAY_TRANSFORMS: tuple[str, ...] = ("log1m", "logit")
 _DECAY_NAME_PARTS = ("momentum", "beta")  # the authors' name test (§3.1)
+# The optimizers of the LODO paper, the ones the authors' name test was ever applied to.
+LODO_PAPER_OPTIMIZERS = frozenset(
+    {
+        "lodo",
+        "lodo-diagonal",
+        "lodo-global",
+        "lodo-residuals",
+        "lodo-no-momentum",
+        "lodo-sgd",
+        "adam",
+        "momentum",
+        "rmsprop",
+        "yogi",
+        "lars",
+        "lbfgs",
+        "olbfgs",
+        "bfgs",
+        "levenberg-marquardt",
+        "newton",
+    }
+)
 
 
 class ParamSpace(BaseModel):
@@ -132,7 +155,7 @@ def space_for(
         raise invalid("decay_transform", repr(decay_transform), " | ".join(DECAY_TRANSFORMS))
 
     def is_decay(hp: lodo.Hyperparameter) -> bool:
-        if normalization == "code":
+        if normalization == "code" and optimizer in LODO_PAPER_OPTIMIZERS:
             return any(part in hp.name for part in _DECAY_NAME_PARTS)
         return hp.kind == "decay"
 

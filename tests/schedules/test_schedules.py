@@ -152,6 +152,8 @@ def test_code_and_paper_differ_only_for_rmsprop():
         if space_for(name).transforms != space_for(name, normalization="paper").transforms
     ]
     assert differ == ["rmsprop"]
+    # optimizers outside the LODO paper are classified by role under both
+    assert transforms_of("adamqlr")["damping_decrease"] == "log1m"
 
 
 def test_logit_replaces_only_the_decay_transform():
@@ -196,7 +198,7 @@ def test_space_refuses_missing_or_unknown_names_and_bad_values():
 
 
 def test_space_for_refuses_unknown_names():
-    with pytest.raises(ValueError, match=r"Unknown optimizer 'adamw' \(allowed: lodo \|.*\| newton\)"):
+    with pytest.raises(ValueError, match=r"Unknown optimizer 'adamw' \(allowed: lodo \|.*\| sfn-series\)"):
         space_for("adamw")
     with pytest.raises(ValueError, match=r"Invalid normalization: 'role' \(allowed: code \| paper\)"):
         space_for("adam", normalization="role")
