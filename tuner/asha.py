@@ -44,6 +44,7 @@ from schedules import asha as asha_spaces
 from tasks.base import OutputTask
 from tasks.registry import spec as task_spec
 
+from ._validation import check_int_at_least, invalid
 from .rundir import RunDir, write_json
 from .tuning import _versions
 
@@ -55,15 +56,6 @@ EXPERIMENT = "asha"  # the Tune experiment's folder under RUN_DIR/tune/
 # value, stopped_early, diverged, error, last_metrics} once per finished (completed, stopped or
 # failed) trial; index counts trials in the order they finish.
 Progress = Callable[[str, dict[str, Any]], None]
-
-
-def _invalid(name: str, value: object, allowed: str) -> ValueError:
-    return ValueError(f"Invalid {name}: {value!r} (allowed: {allowed})")
-
-
-def _int_at_least(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _invalid(name, value, f"an integer >= {low}")
 
 
 @dataclass(frozen=True)
@@ -89,33 +81,33 @@ class AshaConfig:
 
     def __post_init__(self):
         if self.task not in task_registry.TASK_NAMES:
-            raise _invalid("task", self.task, " | ".join(task_registry.TASK_NAMES))
+            raise invalid("task", self.task, " | ".join(task_registry.TASK_NAMES))
         asha_spaces.asha_space(self.optimizer)  # unknown optimizer / no space: ValueError
-        _int_at_least("num_samples", self.num_samples, 1)
-        _int_at_least("max_t", self.max_t, 1)
-        _int_at_least("grace_period", self.grace_period, 1)
-        _int_at_least("report_every", self.report_every, 1)
-        _int_at_least("seed", self.seed, 0)
+        check_int_at_least("num_samples", self.num_samples, 1)
+        check_int_at_least("max_t", self.max_t, 1)
+        check_int_at_least("grace_period", self.grace_period, 1)
+        check_int_at_least("report_every", self.report_every, 1)
+        check_int_at_least("seed", self.seed, 0)
         if self.grace_period > self.max_t:
-            raise _invalid("grace_period", self.grace_period, f"an integer from 1 to max_t = {self.max_t}")
+            raise invalid("grace_period", self.grace_period, f"an integer from 1 to max_t = {self.max_t}")
         if self.report_every > self.grace_period:
-            raise _invalid(
+            raise invalid(
                 "report_every", self.report_every, f"at most grace_period = {self.grace_period} steps"
             )
         rf = self.reduction_factor
         if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not math.isfinite(rf) or rf < 2:
-            raise _invalid("reduction_factor", rf, "a number >= 2")
+            raise invalid("reduction_factor", rf, "a number >= 2")
         if self.metric not in METRICS:
-            raise _invalid("metric", self.metric, " | ".join(METRICS))
+            raise invalid("metric", self.metric, " | ".join(METRICS))
         for name in ("num_cpus_per_trial", "num_gpus_per_trial"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise _invalid(name, value, "a number >= 0")
+                raise invalid(name, value, "a number >= 0")
         budget = self.time_budget_s
         if budget is not None and (
             isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0
         ):
-            raise _invalid("time_budget_s", budget, "None or a number of seconds > 0")
+            raise invalid("time_budget_s", budget, "None or a number of seconds > 0")
         task_spec(self.task).resolve_options(self.task_options)
 
     def to_dict(self) -> dict[str, Any]:

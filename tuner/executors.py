@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from ._validation import invalid
 from .trial import TrialResult, TrialSpec, run_trial
 
 Progress = Callable[[int, TrialResult], None]
@@ -44,10 +45,6 @@ _AUTH_HINT = (
     "(`ray get-auth-token` on the head prints it)"
 )
 _TOKEN_HINT = "check that the token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) is the cluster's"
-
-
-def _invalid(name: str, value: object, allowed: str) -> ValueError:
-    return ValueError(f"Invalid {name}: {value!r} (allowed: {allowed})")
 
 
 @runtime_checkable
@@ -138,13 +135,13 @@ def _check_resource(name: str, value: object) -> float:
     # Ray accepts fractions up to 1 and whole numbers above.
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value > 1 and value != int(value)):
-        raise _invalid(name, value, "a number >= 0: a fraction up to 1 or a whole number")
+        raise invalid(name, value, "a number >= 0: a fraction up to 1 or a whole number")
     return float(value)
 
 
 def _check_int(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _invalid(name, value, f"an integer >= {low}")
+        raise invalid(name, value, f"an integer >= {low}")
     return value
 
 
@@ -224,9 +221,9 @@ class RayExecutor(_Closing):
         if num_cpus is not None:
             _check_int("num_cpus", num_cpus, 1)
         if address is not None and (not isinstance(address, str) or not address.strip()):
-            raise _invalid("address", address, "None (start a local Ray), 'auto' or 'host:port'")
+            raise invalid("address", address, "None (start a local Ray), 'auto' or 'host:port'")
         if not callable(trial_fn):
-            raise _invalid("trial_fn", trial_fn, "a callable TrialSpec -> TrialResult")
+            raise invalid("trial_fn", trial_fn, "a callable TrialSpec -> TrialResult")
         try:
             import ray
         except ImportError as err:
@@ -342,7 +339,7 @@ def make_executor(kind: Literal["local", "ray"], **options: Any) -> Executor:
     so a command line can pass its flags unchanged; any other value is an error.
     """
     if kind not in EXECUTORS:
-        raise _invalid("executor kind", kind, " | ".join(EXECUTORS))
+        raise invalid("executor kind", kind, " | ".join(EXECUTORS))
     if kind == "local":
         ray_defaults = {
             name: p.default
@@ -352,7 +349,7 @@ def make_executor(kind: Literal["local", "ray"], **options: Any) -> Executor:
         for name in [n for n in options if n in ray_defaults]:
             value = options.pop(name)
             if value is not None and value != ray_defaults[name]:
-                raise _invalid(
+                raise invalid(
                     f"option {name} for the local executor", value, f"{ray_defaults[name]!r} (or use 'ray')"
                 )
     return EXECUTORS[kind](**options)

@@ -39,6 +39,7 @@ import tasks as task_registry
 from tasks.registry import spec as task_spec
 
 from . import ga
+from ._validation import check_int_at_least, invalid
 from .asha import bootstrap_median
 from .rundir import RunDir, write_json
 from .tuning import _versions
@@ -55,15 +56,6 @@ _INIT_STREAM = 0x1B
 # training_loss, validation_loss} after every hyperparameter update (lr is the geometric mean
 # over the weights with per_parameter_lr).
 Progress = Callable[[str, dict[str, Any]], None]
-
-
-def _invalid(name: str, value: object, allowed: str) -> ValueError:
-    return ValueError(f"Invalid {name}: {value!r} (allowed: {allowed})")
-
-
-def _int_at_least(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _invalid(name, value, f"an integer >= {low}")
 
 
 @dataclass(frozen=True)
@@ -90,36 +82,36 @@ class OnePassConfig:
 
     def __post_init__(self):
         if self.task not in task_registry.TASK_NAMES:
-            raise _invalid("task", self.task, " | ".join(task_registry.TASK_NAMES))
-        _int_at_least("steps", self.steps, 1)
-        _int_at_least("update_interval", self.update_interval, 1)
-        _int_at_least("lookback", self.lookback, 1)
-        _int_at_least("seed", self.seed, 0)
+            raise invalid("task", self.task, " | ".join(task_registry.TASK_NAMES))
+        check_int_at_least("steps", self.steps, 1)
+        check_int_at_least("update_interval", self.update_interval, 1)
+        check_int_at_least("lookback", self.lookback, 1)
+        check_int_at_least("seed", self.seed, 0)
         if (
             isinstance(self.meta_lr, bool)
             or not isinstance(self.meta_lr, (int, float))
             or not self.meta_lr > 0
         ):
-            raise _invalid("meta_lr", self.meta_lr, "a number > 0")
+            raise invalid("meta_lr", self.meta_lr, "a number > 0")
         object.__setattr__(self, "tuned", tuple(self.tuned))
         if (
             not self.tuned
             or any(n not in HYPERPARAMETERS for n in self.tuned)
             or len(set(self.tuned)) < len(self.tuned)
         ):
-            raise _invalid(
+            raise invalid(
                 "tuned", list(self.tuned), f"one or more of {' | '.join(HYPERPARAMETERS)}, each once"
             )
         for name, value in self.initial.items():
             if name not in HYPERPARAMETERS:
-                raise _invalid("initial hyperparameter", name, " | ".join(HYPERPARAMETERS))
+                raise invalid("initial hyperparameter", name, " | ".join(HYPERPARAMETERS))
             ok = isinstance(value, (int, float)) and math.isfinite(value)
             if name == "lr" and not (ok and 10 ** LOG_LR_RANGE[0] <= value <= 1):
-                raise _invalid("initial lr", value, "a number in [1e-10, 1]")
+                raise invalid("initial lr", value, "a number in [1e-10, 1]")
             if name == "weight_decay" and not (ok and value > 0):
-                raise _invalid("initial weight_decay", value, "a number > 0")
+                raise invalid("initial weight_decay", value, "a number > 0")
             if name == "momentum" and not (ok and 0 < value < 1):
-                raise _invalid("initial momentum", value, "a number in (0, 1)")
+                raise invalid("initial momentum", value, "a number in (0, 1)")
         task_spec(self.task).resolve_options(self.task_options)
 
     def to_dict(self) -> dict[str, Any]:
@@ -305,7 +297,7 @@ def run_episode(
         config.task, seed=config.seed if seed is None else seed, device=config.device, **config.task_options
     )
     if not hasattr(task, "validation_loss"):
-        raise _invalid("task for onepass", config.task, "a task with a validation set, e.g. digits-mlp")
+        raise invalid("task for onepass", config.task, "a task with a validation set, e.g. digits-mlp")
     named = list(task.model.named_parameters())
     params = [p for _, p in named]
     initial = config.starting_values()
@@ -427,7 +419,7 @@ def evaluate_onepass(
     the median with a bootstrap spread (``resamples`` resamples, 1000 as §5.7). Writes
     ``out_dir/results.json``."""
     if seeds < 1:
-        raise _invalid("seeds", seeds, "an integer >= 1")
+        raise invalid("seeds", seeds, "an integer >= 1")
     fixed = dataclasses.replace(config, initial=config.starting_values())
     run_seeds = [ga.evaluation_seed(config.seed, r) for r in range(seeds)]
     episodes = []
