@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import lodo
 import schedules
@@ -40,6 +40,10 @@ def _check_optimizer(name: str) -> str:
     return name
 
 
+TaskName = Annotated[str, AfterValidator(_check_task)]
+OptimizerName = Annotated[str, AfterValidator(_check_optimizer)]
+
+
 def _check_task_options(task: str, options: dict[str, OptionValue]) -> None:
     task_registry.registry.spec(task).resolve_options(options)
 
@@ -56,8 +60,8 @@ class _Request(BaseModel):
 class TuneRequest(_Request):
     """A tuning job: the LODO paper's GA by default (10 × 32 on the paper schedules)."""
 
-    task: str = Field(description="Task name (GET /tasks).", examples=["rosenbrock"])
-    optimizer: str | None = Field(
+    task: TaskName = Field(description="Task name (GET /tasks).", examples=["rosenbrock"])
+    optimizer: OptimizerName | None = Field(
         None,
         description="Optimizer to tune (GET /optimizers); none with strategy onepass (it tunes SGD).",
         examples=["lodo"],
@@ -80,24 +84,9 @@ class TuneRequest(_Request):
     device: Device = "cpu"
     num_cpus_per_trial: float = Field(1.0, ge=0, le=256)
     num_gpus_per_trial: float = Field(0.0, ge=0, le=16)
-    baselines: list[str] = Field(default_factory=list, max_length=len(lodo.OPTIMIZERS))
+    baselines: list[OptimizerName] = Field(default_factory=list, max_length=len(lodo.OPTIMIZERS))
     seeds: int = Field(8, ge=1, le=256, description="Final evaluation runs per optimizer.")
     evaluate: bool = True
-
-    @field_validator("task")
-    @classmethod
-    def _task(cls, name: str) -> str:
-        return _check_task(name)
-
-    @field_validator("optimizer")
-    @classmethod
-    def _optimizer(cls, name: str | None) -> str | None:
-        return None if name is None else _check_optimizer(name)
-
-    @field_validator("baselines")
-    @classmethod
-    def _baselines(cls, names: list[str]) -> list[str]:
-        return [_check_optimizer(name) for name in names]
 
     @model_validator(mode="after")
     def _consistent(self) -> TuneRequest:
@@ -170,8 +159,10 @@ def strategy_config(request: TuneRequest):
 class EvaluateRequest(_Request):
     """N seeds of each optimizer at the task's final length, with given, tuned or paper values."""
 
-    task: str = Field(examples=["rosenbrock"])
-    optimizers: list[str] = Field(min_length=1, max_length=len(lodo.OPTIMIZERS), examples=[["adam", "lodo"]])
+    task: TaskName = Field(examples=["rosenbrock"])
+    optimizers: list[OptimizerName] = Field(
+        min_length=1, max_length=len(lodo.OPTIMIZERS), examples=[["adam", "lodo"]]
+    )
     hyperparameters: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Values per optimizer; others use `tuned`."
     )
@@ -186,17 +177,12 @@ class EvaluateRequest(_Request):
     task_options: dict[str, OptionValue] = Field(default_factory=dict)
     device: Device = "cpu"
 
-    @field_validator("task")
-    @classmethod
-    def _task(cls, name: str) -> str:
-        return _check_task(name)
-
     @field_validator("optimizers")
     @classmethod
-    def _optimizers(cls, names: list[str]) -> list[str]:
+    def _distinct(cls, names: list[str]) -> list[str]:
         if len(set(names)) != len(names):
             raise ValueError("optimizers must be distinct")
-        return [_check_optimizer(name) for name in names]
+        return names
 
     @model_validator(mode="after")
     def _consistent(self) -> EvaluateRequest:

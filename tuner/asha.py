@@ -29,7 +29,6 @@ summary of it, medians with a bootstrap spread (§2.4), is :func:`bootstrap_summ
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,11 +40,11 @@ import lodo
 import schedules
 import tasks as task_registry
 from schedules import asha as asha_spaces
-from tasks.base import OutputTask
 from tasks.registry import spec as task_spec
 
 from ._validation import check_int_at_least, invalid
 from .rundir import RunDir, write_json
+from .trial import Diverged, build_optimizer, train
 from .tuning import _versions
 
 Metric = Literal["auto", "validation_loss", "training_loss"]
@@ -176,14 +175,10 @@ _REPORTED = {"training_loss", "validation_loss", "test_loss", "validation_accura
 _REPORTED |= {"validation_mse", "test_mse"}
 
 
-class _Diverged(Exception):
-    """A loss that is not finite."""
-
-
 def _train(sampled: dict[str, Any], settings: dict[str, Any]) -> None:
     """The Tune trainable: one optimizer on one seeded task for up to max_t loss evaluations,
-    stepping as ``tuner.trial.run_trial`` does (every evaluation mode; keep the two in step),
-    reporting every ``report_every`` evaluations and at the end."""
+    stepping with ``tuner.trial.train`` as ``run_trial`` does, reporting every ``report_every``
+    evaluations and at the end."""
     import torch
     from ray import tune
 
@@ -195,37 +190,9 @@ def _train(sampled: dict[str, Any], settings: dict[str, Any]) -> None:
         options["batch_size"] = int(sampled["batch_size"])
     seed, max_t, every = int(sampled["seed"]), settings["max_t"], settings["report_every"]
     task = task_registry.build(settings["task"], seed=seed, device=settings["device"], **options)
-    extra: dict[str, Any] = {}
-    if spec.needs_total_steps:
-        extra["total_steps"] = max_t
-    if settings["optimizer"].startswith("lodo"):
-        extra["seed"] = seed
-    optimizer = spec.build(task.parameters(), values, **extra)
+    optimizer = build_optimizer(task, settings["optimizer"], values, seed=seed, total_steps=max_t)
     losses: list[float] = []
     reported = 0
-
-    def record(loss):
-        value = float(loss.detach())
-        losses.append(value)
-        if not math.isfinite(value):
-            raise _Diverged
-        return loss
-
-    def same_batch_closure():
-        optimizer.zero_grad()
-        loss = record(task.same_batch_loss())
-        loss.backward()
-        return loss
-
-    def one_batch_closure():
-        """A closure over one fresh minibatch, each call one evaluation (as run_trial's)."""
-        if isinstance(task, OutputTask):
-            batch = task.next_output_batch()
-            evaluations = itertools.repeat(batch.evaluate)
-        else:
-            batch = None
-            evaluations = itertools.chain([task.train_loss], itertools.repeat(task.same_batch_loss))
-        return (lambda: record(next(evaluations)())), batch
 
     def report() -> None:
         metrics = {"step": len(losses), "training_loss": losses[-1], "diverged": False}
@@ -233,33 +200,13 @@ def _train(sampled: dict[str, Any], settings: dict[str, Any]) -> None:
         tune.report(metrics)
 
     try:
-        while len(losses) < max_t:
-            if spec.evaluation == "loss":
-                optimizer.step(lambda: record(task.train_loss()))
-            elif spec.evaluation in ("same-batch-loss", "same-batch-outputs"):
-                if len(losses) + 2 > max_t:  # no room for the step's second evaluation
-                    record(task.train_loss())
-                    break
-                closure, batch = one_batch_closure()
-                if spec.evaluation == "same-batch-outputs":
-                    optimizer.step(closure, batch=batch)
-                else:
-                    optimizer.step(closure)
-            else:
-                optimizer.zero_grad()
-                record(task.train_loss()).backward()
-                if spec.evaluation == "gradient":
-                    optimizer.step()
-                elif len(losses) < max_t:  # the pair's second evaluation fits the budget
-                    optimizer.step(same_batch_closure)
-                else:
-                    break
+        for _ in train(task, optimizer, spec.evaluation, max_t, losses):
             if len(losses) - reported >= every:
                 reported = len(losses)
                 report()
         if len(losses) > reported:
             report()
-    except (_Diverged, FloatingPointError):
+    except (Diverged, FloatingPointError):
         tune.report(
             {"step": len(losses), "training_loss": math.inf, settings["metric"]: math.inf, "diverged": True}
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,33 +50,31 @@ class TrialResult:
         return asdict(self)
 
 
-class _Diverged(Exception):
-    """Raised inside the loop when a recorded loss is not finite."""
+class Diverged(Exception):
+    """Raised by :func:`train` when a recorded loss is not finite."""
 
 
-def run_trial(spec: TrialSpec) -> TrialResult:
-    """Train ``spec.optimizer`` on ``spec.task`` for ``spec.steps`` loss evaluations.
-
-    Stops early, marked diverged, on a non-finite loss or when an optimizer refuses a
-    non-finite gradient (LODO's FloatingPointError). The optimizer's seed is the trial seed.
-    """
-    if spec.steps < 1:
-        raise ValueError(f"Invalid steps: {spec.steps} (allowed: an integer >= 1)")
-    optimizer_spec = lodo.get(spec.optimizer)
-    task = tasks.build(spec.task, seed=spec.seed, device=spec.device, **spec.task_options)
+def build_optimizer(task, name: str, values: dict[str, float], *, seed: int, total_steps: int):
+    """The registered optimizer ``name`` on ``task``'s parameters (LODO seeded with the trial seed)."""
+    optimizer_spec = lodo.get(name)
     options: dict[str, Any] = {}
     if optimizer_spec.needs_total_steps:
-        options["total_steps"] = spec.steps
-    if spec.optimizer.startswith("lodo"):
-        options["seed"] = spec.seed
-    optimizer = optimizer_spec.build(task.parameters(), spec.hyperparameters, **options)
-    losses: list[float] = []
+        options["total_steps"] = total_steps
+    if name.startswith("lodo"):
+        options["seed"] = seed
+    return optimizer_spec.build(task.parameters(), values, **options)
+
+
+def train(task, optimizer, evaluation: str, budget: int, losses: list[float]) -> Iterator[None]:
+    """Step ``optimizer`` on ``task`` until ``losses`` holds ``budget`` loss evaluations, recording
+    each one; yields after every step. Raises :class:`Diverged` on a non-finite loss (an
+    optimizer's FloatingPointError passes through). ``evaluation`` is the registry's mode."""
 
     def record(loss: torch.Tensor) -> torch.Tensor:
         value = float(loss.detach())
         losses.append(value)
         if not math.isfinite(value):
-            raise _Diverged
+            raise Diverged
         return loss
 
     def same_batch_closure():
@@ -84,9 +82,6 @@ def run_trial(spec: TrialSpec) -> TrialResult:
         loss = record(task.same_batch_loss())
         loss.backward()
         return loss
-
-    def fresh_loss_closure():
-        return record(task.train_loss())
 
     def one_batch_closure() -> tuple[Callable[[], torch.Tensor], OutputBatch | None]:
         """A closure over one fresh minibatch for one step; each call is one recorded evaluation.
@@ -106,32 +101,50 @@ def run_trial(spec: TrialSpec) -> TrialResult:
 
         return closure, batch
 
+    while len(losses) < budget:
+        if evaluation == "loss":
+            optimizer.step(lambda: record(task.train_loss()))
+        elif evaluation in ("same-batch-loss", "same-batch-outputs"):
+            if len(losses) + 2 > budget:  # no room for the step's second evaluation
+                record(task.train_loss())
+                return
+            closure, batch = one_batch_closure()
+            if evaluation == "same-batch-outputs":
+                optimizer.step(closure, batch=batch)
+            else:
+                optimizer.step(closure)
+        else:
+            optimizer.zero_grad()
+            record(task.train_loss()).backward()
+            if evaluation == "gradient":
+                optimizer.step()
+            elif len(losses) < budget:  # the pair's second evaluation fits the budget
+                optimizer.step(same_batch_closure)
+            else:
+                return
+        yield
+
+
+def run_trial(spec: TrialSpec) -> TrialResult:
+    """Train ``spec.optimizer`` on ``spec.task`` for ``spec.steps`` loss evaluations.
+
+    Stops early, marked diverged, on a non-finite loss or when an optimizer refuses a
+    non-finite gradient (LODO's FloatingPointError). The optimizer's seed is the trial seed.
+    """
+    if spec.steps < 1:
+        raise ValueError(f"Invalid steps: {spec.steps} (allowed: an integer >= 1)")
+    optimizer_spec = lodo.get(spec.optimizer)
+    task = tasks.build(spec.task, seed=spec.seed, device=spec.device, **spec.task_options)
+    optimizer = build_optimizer(
+        task, spec.optimizer, spec.hyperparameters, seed=spec.seed, total_steps=spec.steps
+    )
+    losses: list[float] = []
     diverged = False
     start = time.perf_counter()
     try:
-        while len(losses) < spec.steps:
-            if optimizer_spec.evaluation == "loss":
-                optimizer.step(fresh_loss_closure)
-                continue
-            if optimizer_spec.evaluation in ("same-batch-loss", "same-batch-outputs"):
-                if len(losses) + 2 > spec.steps:  # no room for the step's second evaluation
-                    record(task.train_loss())
-                    break
-                closure, batch = one_batch_closure()
-                if optimizer_spec.evaluation == "same-batch-outputs":
-                    optimizer.step(closure, batch=batch)
-                else:
-                    optimizer.step(closure)
-                continue
-            optimizer.zero_grad()
-            record(task.train_loss()).backward()
-            if optimizer_spec.evaluation == "gradient":
-                optimizer.step()
-            elif len(losses) < spec.steps:  # the pair's second evaluation fits the budget
-                optimizer.step(same_batch_closure)
-            else:
-                break
-    except (_Diverged, FloatingPointError):
+        for _ in train(task, optimizer, optimizer_spec.evaluation, spec.steps, losses):
+            pass
+    except (Diverged, FloatingPointError):
         diverged = True
     wall = time.perf_counter() - start
     precondition = getattr(optimizer, "precondition", None)
