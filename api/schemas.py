@@ -140,8 +140,6 @@ def strategy_config(request: TuneRequest):
         )
     else:
         factory, defaults = OnePassConfig, {"steps": length}
-        if "tuned" in options:
-            options["tuned"] = tuple(options["tuned"] or ())
     allowed = [
         f.name for f in dataclasses.fields(factory) if f.name not in {*common, *defaults} - {"max_t", "steps"}
     ]

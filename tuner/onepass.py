@@ -93,19 +93,22 @@ class OnePassConfig:
             or not self.meta_lr > 0
         ):
             raise invalid("meta_lr", self.meta_lr, "a number > 0")
+        allowed_tuned = f"one or more of {' | '.join(HYPERPARAMETERS)}, each once"
+        if not isinstance(self.tuned, (list, tuple)):
+            raise invalid("tuned", self.tuned, f"a list of {allowed_tuned}")
         object.__setattr__(self, "tuned", tuple(self.tuned))
         if (
             not self.tuned
             or any(n not in HYPERPARAMETERS for n in self.tuned)
             or len(set(self.tuned)) < len(self.tuned)
         ):
-            raise invalid(
-                "tuned", list(self.tuned), f"one or more of {' | '.join(HYPERPARAMETERS)}, each once"
-            )
+            raise invalid("tuned", list(self.tuned), allowed_tuned)
+        if not isinstance(self.initial, Mapping):
+            raise invalid("initial", self.initial, f"an object with any of {' | '.join(HYPERPARAMETERS)}")
         for name, value in self.initial.items():
             if name not in HYPERPARAMETERS:
                 raise invalid("initial hyperparameter", name, " | ".join(HYPERPARAMETERS))
-            ok = isinstance(value, (int, float)) and math.isfinite(value)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if name == "lr" and not (ok and 10 ** LOG_LR_RANGE[0] <= value <= 1):
                 raise invalid("initial lr", value, "a number in [1e-10, 1]")
             if name == "weight_decay" and not (ok and value > 0):

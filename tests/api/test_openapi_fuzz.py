@@ -3,6 +3,7 @@ generated requests hold (valid and invalid bodies, paths, queries), the answer i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
@@ -17,6 +18,8 @@ from schemathesis.checks import not_a_server_error
 import lodo
 import tasks
 from tests.api.conftest import Server
+from tuner.asha import AshaConfig
+from tuner.onepass import OnePassConfig
 
 TOKEN = "fuzz-token"
 
@@ -61,6 +64,33 @@ TUNABLE = [name for name in lodo.OPTIMIZERS if lodo.get(name).names]
 NUMBERS = st.one_of(
     st.integers(-5, 5000), st.floats(allow_nan=True, allow_infinity=True), st.none(), st.text(max_size=3)
 )
+STRATEGY_OPTIONS = st.dictionaries(
+    st.sampled_from(
+        [
+            *(f.name for f in dataclasses.fields(AshaConfig)),
+            *(f.name for f in dataclasses.fields(OnePassConfig)),
+            "other",
+        ]
+    ),
+    st.one_of(
+        NUMBERS,
+        st.booleans(),
+        st.lists(st.sampled_from(["lr", "weight_decay", "momentum", "beta"]), max_size=3),
+        st.dictionaries(st.sampled_from(["lr", "momentum", "batch_size", "beta"]), NUMBERS, max_size=2),
+    ),
+    max_size=3,
+)
+
+
+def _post_tune(server: Server, body: dict) -> None:
+    response = httpx.post(
+        f"{server.url}/tune",
+        content=json.dumps(body),  # NaN and Infinity as Python writes them
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    assert response.status_code in (202, 422), (response.status_code, response.text, body)
+    if response.status_code == 422:
+        assert response.json()["detail"]
 
 
 @given(
@@ -74,38 +104,29 @@ NUMBERS = st.one_of(
             "seeds": NUMBERS,
             "schedule": st.sampled_from(["code", "paper", "x"]),
             "baselines": st.lists(st.sampled_from([*TUNABLE, "nope"]), max_size=3),
-            "strategy_options": st.dictionaries(
-                st.sampled_from(
-                    [
-                        "num_samples",
-                        "max_t",
-                        "grace_period",
-                        "reduction_factor",
-                        "steps",
-                        "lookback",
-                        "tuned",
-                        "initial",
-                        "metric",
-                        "other",
-                    ]
-                ),
-                NUMBERS,
-                max_size=3,
-            ),
+            "strategy_options": STRATEGY_OPTIONS,
         },
     )
 )
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_tune_bodies_with_real_names_are_accepted_or_named_422(fuzz_server, body):
     """Generated bodies mostly fail on the registry names; these reach the deeper checks."""
-    response = httpx.post(
-        f"{fuzz_server.url}/tune",
-        content=json.dumps(body),  # NaN and Infinity as Python writes them
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-    )
-    assert response.status_code in (202, 422), (response.status_code, response.text, body)
-    if response.status_code == 422:
-        assert response.json()["detail"]
+    _post_tune(fuzz_server, body)
+
+
+@given(
+    body=st.sampled_from(
+        [
+            {"task": "digits-mlp", "strategy": "asha", "optimizer": "adam"},
+            {"task": "digits-mlp", "strategy": "onepass"},
+        ]
+    ),
+    options=STRATEGY_OPTIONS,
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_strategy_options_are_accepted_or_named_422(fuzz_server, body, options):
+    """A valid asha / onepass body with generated options: the strategies' own checks see every type."""
+    _post_tune(fuzz_server, {**body, "strategy_options": options})
 
 
 def test_without_the_token_everything_but_healthz_is_401(api_schema):

@@ -253,6 +253,16 @@ def test_idempotency_key(serve):
             "Unknown option 'width' for task 'rosenbrock'",
         ),
         ({**SMALL_TUNE, "devices": "cuda"}, ["body", "devices"], "Extra inputs are not permitted"),
+        (
+            {"task": "digits-mlp", "strategy": "onepass", "strategy_options": {"tuned": 5}},
+            ["body"],
+            "Invalid tuned: 5 (allowed: a list of",
+        ),
+        (
+            {"task": "digits-mlp", "strategy": "onepass", "strategy_options": {"initial": "lr"}},
+            ["body"],
+            "Invalid initial: 'lr' (allowed: an object",
+        ),
     ],
 )
 def test_bad_tune_requests_are_422_naming_the_field(serve_queue, body, loc, words):

@@ -220,6 +220,10 @@ def test_random_starting_values_follow_the_paper_ranges_and_the_seed():
         ({"initial": {"momentum": 1.0}}, "Invalid initial momentum: 1.0"),
         ({"initial": {"lr": 2.0}}, "Invalid initial lr: 2.0"),
         ({"initial": {"beta": 0.5}}, "Invalid initial hyperparameter: 'beta'"),
+        ({"tuned": 5}, "Invalid tuned: 5 (allowed: a list of"),
+        ({"tuned": "lr"}, "Invalid tuned: 'lr' (allowed: a list of"),
+        ({"initial": 0.1}, "Invalid initial: 0.1 (allowed: an object with any of lr"),
+        ({"initial": {"lr": True}}, "Invalid initial lr: True"),
         ({"task_options": {"batch": 5}}, "batch"),
     ],
 )
