@@ -17,15 +17,10 @@ import httpx
 import typer
 from rich.table import Table
 
-from tuner.cli import app, console
+from tuner.cli import app, console, fail
 
 API_URL_HELP = "The service (LODOTUNE_API_URL); token from LODOTUNE_API_TOKEN."
 ApiUrl = Annotated[str, typer.Option(envvar="LODOTUNE_API_URL", help=API_URL_HELP)]
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code=2)
 
 
 @app.command()
@@ -63,9 +58,9 @@ def _get(url: str, path: str, **params: Any) -> Any:
         with _client(url) as client:
             response = client.get(path, params={k: v for k, v in params.items() if v is not None})
     except httpx.HTTPError as err:
-        _fail(f"cannot reach {url}: {err}")
+        fail(f"cannot reach {url}: {err}")
     if response.status_code >= 400:
-        _fail(f"{response.status_code}: {response.json().get('detail', response.text)}")
+        fail(f"{response.status_code}: {response.json().get('detail', response.text)}")
     return response.json()
 
 
@@ -178,6 +173,12 @@ def submit(
     submission = "lodotune-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in out.strip("/"))[-100:]
     try:
         client = JobSubmissionClient(ray_address, headers=ray_auth_headers())
+        existing = {job.submission_id: job.status for job in client.list_jobs()}
+    except Exception as err:
+        fail(f"cannot reach the cluster at {ray_address}: {err}")
+    if submission in existing:
+        fail(f"{submission} already exists on {ray_address} ({existing[submission]}); pass another --out")
+    try:
         client.submit_job(
             entrypoint=shlex.join(command),
             submission_id=submission,
@@ -185,9 +186,9 @@ def submit(
             metadata={"lodotune_run": out},
         )
     except Exception as err:
-        _fail(f"submission to {ray_address} failed: {err}")
-    console.print(f"submitted [bold]{submission}[/bold]: {shlex.join(command)}")
-    console.print(f"follow: ray job logs --address {ray_address} --follow {submission}")
+        fail(f"submission to {ray_address} failed: {err}")
+    console.print(f"submitted [bold]{submission}[/bold]: {shlex.join(command)}", soft_wrap=True)
+    console.print(f"follow: ray job logs --address {ray_address} --follow {submission}", soft_wrap=True)
     if follow:
         import asyncio
 

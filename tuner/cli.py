@@ -29,8 +29,9 @@ app = typer.Typer(help="Tune and compare optimizers with the LODO paper's protoc
 console = Console()
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+def fail(message: str) -> None:
+    """Print ``message`` as an error and exit with status 2 (unwrapped: names and paths stay whole)."""
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -68,10 +69,10 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 
 def _check_names(task: str, optimizer_names: list[str]) -> None:
     if task not in task_registry.TASK_NAMES:
-        _fail(f"Unknown task {task!r} (allowed: {' | '.join(task_registry.TASK_NAMES)})")
+        fail(f"Unknown task {task!r} (allowed: {' | '.join(task_registry.TASK_NAMES)})")
     for name in optimizer_names:
         if name not in lodo.OPTIMIZERS:
-            _fail(f"Unknown optimizer {name!r} (allowed: {' | '.join(lodo.OPTIMIZERS)})")
+            fail(f"Unknown optimizer {name!r} (allowed: {' | '.join(lodo.OPTIMIZERS)})")
 
 
 def _make_executor(kind: str, run_root: Path, **options: Any):
@@ -82,7 +83,7 @@ def _make_executor(kind: str, run_root: Path, **options: Any):
     try:
         return make_executor(kind, **options)
     except (ImportError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     raise AssertionError  # unreachable
 
 
@@ -233,25 +234,23 @@ def tune(
     """Tune OPTIMIZER on TASK (the LODO paper's GA by default), then evaluate the result over N seeds."""
     baselines = baselines or []
     if strategy not in STRATEGIES:
-        _fail(f"Invalid strategy: {strategy!r} (allowed: {' | '.join(STRATEGIES)})")
+        fail(f"Invalid strategy: {strategy!r} (allowed: {' | '.join(STRATEGIES)})")
     if strategy == "onepass":
         if optimizer is not None:
-            _fail(
-                f"Invalid optimizer: {optimizer!r} (allowed: none with --strategy onepass, which tunes SGD)"
-            )
+            fail(f"Invalid optimizer: {optimizer!r} (allowed: none with --strategy onepass, which tunes SGD)")
         if baselines or resume is not None:
-            _fail("--baseline and --resume are not used with --strategy onepass")
+            fail("--baseline and --resume are not used with --strategy onepass")
         _check_names(task, [])
     else:
         if optimizer is None:
-            _fail(f"Missing OPTIMIZER (needed by --strategy {strategy})")
+            fail(f"Missing OPTIMIZER (needed by --strategy {strategy})")
         _check_names(task, [optimizer, *baselines])
     if strategy != "ga" and resume is not None:
-        _fail(f"--resume is for --strategy ga only ({strategy} runs cannot be resumed)")
+        fail(f"--resume is for --strategy ga only ({strategy} runs cannot be resumed)")
     if not step_scale > 0:
-        _fail(f"Invalid step_scale: {step_scale} (allowed: a number > 0)")
+        fail(f"Invalid step_scale: {step_scale} (allowed: a number > 0)")
     if resume is not None and out is not None and resume != out:
-        _fail("give either --out or --resume, not both")
+        fail("give either --out or --resume, not both")
     root = resume or out or Path("runs") / f"{task}-{optimizer or strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = RunDir(root)
     if strategy == "onepass":
@@ -277,7 +276,7 @@ def tune(
                 seed=seed,
             )
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
         _tune_onepass(config, run_dir, seeds=seeds if evaluate else 0)
         return
     if strategy == "asha":
@@ -297,7 +296,7 @@ def tune(
                 num_gpus_per_trial=num_gpus_per_trial,
             )
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
     else:
         try:
             plan = (
@@ -315,7 +314,7 @@ def tune(
             )
             config = TuneConfig(task, optimizer, plan, space, seed=seed, device=device)
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
     pool = _make_executor(
         executor,
         root,
@@ -371,7 +370,7 @@ def _tune_asha_with_progress(config: AshaConfig, run_dir: RunDir) -> dict:
             done = tune_asha(config, run_dir, progress=on_event)
         except ValueError as err:
             progress.stop()
-            _fail(str(err))
+            fail(str(err))
     best = done["best"]
     table = Table("hyperparameter", "tuned", "drawn from", title=f"ASHA: {config.optimizer} on {config.task}")
     for name, value in done["hyperparameters"].items():
@@ -416,7 +415,7 @@ def _tune_onepass(config: OnePassConfig, run_dir: RunDir, *, seeds: int) -> None
             done = tune_onepass(config, run_dir, progress=on_event)
         except ValueError as err:
             progress.stop()
-            _fail(str(err))
+            fail(str(err))
     table = Table("hyperparameter", "start", "end", "transform", title=f"one-pass SGD on {config.task}")
     for name, value in done["hyperparameters"].items():
         table.add_row(name, f"{done['initial'][name]:.6g}", f"{value:.6g}", done["transforms"][name])
@@ -488,7 +487,7 @@ def _tune_with_progress(config: TuneConfig, run_dir: RunDir, pool, *, resumed: b
             done = run_tuning(config, run_dir, pool, resume=resumed, progress=on_event)
         except ValueError as err:
             progress.stop()
-            _fail(str(err))
+            fail(str(err))
         table = Table("hyperparameter", "tuned", "transform", title=f"tuned {optimizer} on {task}")
         for name, value in done["hyperparameters"].items():
             table.add_row(name, f"{value:.6g}", done["transforms"][name])
@@ -519,9 +518,9 @@ def evaluate_command(
     """Run each OPTIMIZER over N seeds at the task's final length; report the paper's window loss."""
     _check_names(task, optimizer_names)
     if tuned not in ("paper", "defaults"):
-        _fail(f"Invalid tuned: {tuned!r} (allowed: paper | defaults)")
+        fail(f"Invalid tuned: {tuned!r} (allowed: paper | defaults)")
     if not step_scale > 0:
-        _fail(f"Invalid step_scale: {step_scale} (allowed: a number > 0)")
+        fail(f"Invalid step_scale: {step_scale} (allowed: a number > 0)")
     from_file: dict[str, dict[str, float]] = {}
     if hyperparameters is not None:
         document = read_json(hyperparameters)
@@ -534,7 +533,7 @@ def evaluate_command(
             try:
                 entries[name], sources[name] = schedules.paper_values(task, name), "paper Table 6"
             except ValueError as err:
-                _fail(f"{err}; use --tuned defaults or --hyperparameters FILE")
+                fail(f"{err}; use --tuned defaults or --hyperparameters FILE")
         else:
             entries[name], sources[name] = lodo.get(name).defaults, "defaults"
     total = (

@@ -330,4 +330,5 @@ def test_lodotune_submit_runs_the_cli_job_on_the_cluster(ray_cluster, tmp_path, 
     again = CliRunner().invoke(
         app, ["submit", "rosenbrock", "adam", "--ray-address", ray_cluster["address"], "--out", str(out)]
     )
-    assert again.exit_code == 2 and "already exists" in again.output  # the same run is not run twice
+    assert again.exit_code == 2, again.output  # the same run is not run twice
+    assert "already exists" in again.output and "Traceback" not in again.output
