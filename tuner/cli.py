@@ -150,6 +150,12 @@ def _run_evaluation(
             progress=lambda index, result: progress.advance(bar),
         )
     _print_results(document)
+    if document["reused_runs"]:
+        console.print(
+            f"{document['reused_runs']} runs were finished earlier and read back from {out_dir}/runs "
+            "(remove that folder to run them again)",
+            soft_wrap=True,
+        )
     console.print(f"wrote {out_dir}/results.json, results.md, curves.png")
     return document
 

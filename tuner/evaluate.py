@@ -4,11 +4,16 @@ Per optimizer: mean ± population std (ddof 0) of the window loss (evaluations s
 (0.9M, M)) over the runs that did not diverge, the diverged count, steps/s and the mean of the
 task metrics. Writes ``results.json``, ``results.md``, ``curves.npz`` (every run's full loss
 curve) and ``curves.png`` (median and interquartile band per optimizer, log-scale loss).
+
+Each finished run is also kept in ``runs/`` as it finishes (:class:`RunStore`), so an evaluation
+that is killed and started again runs only what is missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import math
 import statistics
 import warnings
@@ -19,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import ga
-from .rundir import write_json
+from .rundir import read_json, write_array, write_json
 from .summary import summarize, window_mean
 from .trial import TrialResult, TrialSpec
 
@@ -38,6 +43,66 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+class RunStore:
+    """The finished runs of one evaluation: ``runs/<optimizer>__<seed>.json`` (the spec and the
+    result without its curve) beside ``.npy`` (the full loss curve).
+
+    The curve is written first and the JSON last, each atomically, so a run counts as finished
+    exactly when its JSON exists and names the same spec. Runs that failed with an error (a lost
+    worker, say) are not kept: they are run again.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _paths(self, spec: TrialSpec) -> tuple[Path, Path]:
+        stem = self.directory / f"{spec.optimizer}__{spec.seed}"
+        return stem.with_suffix(".json"), stem.with_suffix(".npy")
+
+    @staticmethod
+    def _key(spec: TrialSpec) -> str:
+        return json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
+
+    def load(self, spec: TrialSpec) -> TrialResult | None:
+        meta_path, curve_path = self._paths(spec)
+        try:
+            meta = read_json(meta_path)
+            if meta["spec"] != self._key(spec):
+                return None  # another evaluation's run (other hyperparameters or steps)
+            losses = np.load(curve_path).tolist()
+        except (OSError, ValueError, KeyError):
+            return None
+        return TrialResult(spec=spec, losses=losses, **meta["result"])
+
+    def save(self, result: TrialResult) -> None:
+        if result.error is not None:
+            return
+        meta_path, curve_path = self._paths(result.spec)
+        write_array(curve_path, np.asarray(result.losses, dtype=float))
+        fields = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("spec", "losses")}
+        write_json(meta_path, {"spec": self._key(result.spec), "result": fields})
+
+
+def _map_missing(executor, specs: list[TrialSpec], runs: RunStore, progress) -> tuple[list[TrialResult], int]:
+    """Every spec's result: the kept ones as they are, the others run now and kept as they finish;
+    and how many were kept."""
+    results: list[TrialResult | None] = [runs.load(spec) for spec in specs]
+    missing = [i for i, result in enumerate(results) if result is None]
+    if progress is not None:
+        for index, result in enumerate(results):
+            if result is not None:
+                progress(index, result)
+
+    def on_finished(position: int, result: TrialResult) -> None:
+        runs.save(result)
+        if progress is not None:
+            progress(missing[position], result)
+
+    for position, result in enumerate(executor.map([specs[i] for i in missing], on_finished)):
+        results[missing[position]] = result
+    return results, len(specs) - len(missing)  # type: ignore[return-value]
+
+
 def evaluate(
     task: str,
     entries: Mapping[str, Mapping[str, float]],
@@ -53,7 +118,8 @@ def evaluate(
     sources: Mapping[str, str] | None = None,
     progress=None,
 ) -> dict[str, Any]:
-    """Run every optimizer in ``entries`` (name → hyperparameters) for ``seeds`` runs."""
+    """Run every optimizer in ``entries`` (name → hyperparameters) for ``seeds`` runs; runs already
+    kept in ``out_dir/runs`` for the same spec are reused, not run again."""
     if seeds < 1:
         raise ValueError(f"Invalid seeds: {seeds} (allowed: an integer >= 1)")
     run_seeds = [ga.evaluation_seed(job_seed, r) for r in range(seeds)]
@@ -70,7 +136,7 @@ def evaluate(
         for name, values in entries.items()
         for s in run_seeds
     ]
-    results = executor.map(specs, progress)
+    results, reused = _map_missing(executor, specs, RunStore(out_dir / "runs"), progress)
     by_optimizer: dict[str, list[TrialResult]] = {name: [] for name in entries}
     for spec, res in zip(specs, results, strict=True):
         by_optimizer[spec.optimizer].append(res)
@@ -83,6 +149,7 @@ def evaluate(
         "window": [low, high],
         "seeds": run_seeds,
         "job_seed": job_seed,
+        "reused_runs": reused,  # finished before a restart, read back from out_dir/runs
         "optimizers": {},
     }
     for name, runs in by_optimizer.items():
