@@ -1,13 +1,14 @@
 """GA vs ASHA vs one-pass on digits-mlp at one wall-clock budget: the comparison the seed papers make.
 
-All three tune SGD with momentum on ``digits-mlp`` (offline), every training run ``--steps`` long:
+All three tune the same optimizer, SGD with momentum and coupled weight decay (lr, momentum,
+weight decay; the registry's ``sgd``), on ``digits-mlp`` (offline), every run ``--steps`` long:
 
-* **ga** — the LODO paper's GA on the ``momentum`` optimizer (lr, momentum), the task's shipped
-  schedule with its step counts scaled to ``--steps``, trials on the local Ray (2 at a time);
-* **asha** — random search + ASHA on ``momentum`` with the AdamQLR paper's space (plus batch size),
-  ``max_t = --steps``, grace period ``--steps``/16, reduction factor 4, on the same Ray, stopped by
-  Tune's ``time_budget_s``;
-* **onepass** — one-pass implicit-differentiation runs of SGD (lr, weight decay, momentum) from
+* **ga** — the LODO paper's GA on ``sgd``, the task's shipped schedule with its step counts
+  scaled to ``--steps``, trials on the local Ray (2 at a time);
+* **asha** — random search + ASHA on ``sgd`` with the AdamQLR paper's "SGD (Full)" space (plus
+  batch size), ``max_t = --steps``, grace period ``--steps``/16, reduction factor 4, on the same
+  Ray, stopped by Tune's ``time_budget_s``;
+* **onepass** — one-pass implicit-differentiation runs of the same SGD from
   §5.3's random starting values, one after another in this process, until the budget is spent.
 
 Each finished run (GA trial, ASHA trial — completed or stopped early —, one-pass episode) gives the
@@ -52,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 RAY_TEMP = ROOT / ".ray" / "bench-strategies"
 TASK = "digits-mlp"
+OPTIMIZER = "sgd"  # one-pass tunes the same three hyperparameters of the same update
 
 
 class _BudgetSpent(Exception):
@@ -61,7 +63,7 @@ class _BudgetSpent(Exception):
 def run_ga(budget: float, steps: int, population: int, scratch: Path) -> list[dict]:
     plan = schedules.schedule_for(TASK)
     plan = plan.scaled(steps / plan.generations[0].steps).with_overrides(population=population)
-    config = TuneConfig(TASK, "momentum", plan, schedules.space_for("momentum"), seed=0)
+    config = TuneConfig(TASK, OPTIMIZER, plan, schedules.space_for(OPTIMIZER), seed=0)
     points: list[dict] = []
     start = time.perf_counter()
 
@@ -81,7 +83,7 @@ def run_ga(budget: float, steps: int, population: int, scratch: Path) -> list[di
 def run_asha(budget: float, steps: int, scratch: Path) -> list[dict]:
     config = AshaConfig(
         TASK,
-        "momentum",
+        OPTIMIZER,
         num_samples=100_000,
         max_t=steps,
         grace_period=max(1, steps // 16),

@@ -150,6 +150,18 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
             fixed={"dampening": 0.0, "nesterov": False},
         ),
         OptimizerSpec(
+            "sgd",
+            "torch.optim:SGD",
+            "SGD with heavy-ball momentum and coupled weight decay: the AdamQLR paper's 'SGD (Full)' "
+            "and the one-pass strategy's inner optimizer, so its tuned values can be evaluated",
+            (
+                Hyperparameter("lr", 0.01, "rate", _LR),
+                Hyperparameter("momentum", 0.9, "decay", "heavy-ball momentum"),
+                Hyperparameter("weight_decay", 1e-4, "other", "ξ, coupled weight decay (ξw added to g)"),
+            ),
+            fixed={"dampening": 0.0, "nesterov": False},
+        ),
+        OptimizerSpec(
             "rmsprop",
             f"{_BASELINES}.keras_rmsprop:KerasRMSprop",
             "RMSprop with Keras semantics (ε inside the square root when momentum > 0)",

@@ -528,9 +528,19 @@ def evaluate_command(
     if not step_scale > 0:
         fail(f"Invalid step_scale: {step_scale} (allowed: a number > 0)")
     from_file: dict[str, dict[str, float]] = {}
+    task_options: dict = {}
     if hyperparameters is not None:
-        document = read_json(hyperparameters)
-        from_file[document["optimizer"]] = document["hyperparameters"]
+        try:
+            document = read_json(hyperparameters)
+            from_file[document["optimizer"]] = document["hyperparameters"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            fail(f"Invalid hyperparameters file {str(hyperparameters)!r}: {err!r} (allowed: a run's JSON)")
+        if set(from_file) - set(optimizer_names):
+            fail(
+                f"{hyperparameters} holds values for {document['optimizer']!r}: name it among the OPTIMIZERs"
+            )
+        if document.get("task") == task:  # ASHA's tuned batch size, say
+            task_options = dict(document.get("task_options") or {})
     entries, sources = {}, {}
     for name in optimizer_names:
         if name in from_file:
@@ -556,5 +566,6 @@ def evaluate_command(
             out_dir=out,
             job_seed=seed,
             step_scale=step_scale,
+            task_options=task_options,
             device=device,
         )

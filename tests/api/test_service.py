@@ -346,6 +346,15 @@ def test_onepass_and_asha_jobs_through_the_api(serve):
         assert document["strategy"] == "onepass" and document["initial"]["lr"] == 0.05
         assert set(document["hyperparameters"]) == {"lr", "weight_decay", "momentum"}
         assert client.get(f"/jobs/{onepass}/results").status_code == 200
+        # the one-pass values as fixed hyperparameters of the registered sgd
+        fixed = client.post(
+            "/evaluate",
+            json={"task": "digits-mlp", "optimizers": ["sgd"], "from_job": onepass, "seeds": 1, "steps": 20},
+        ).json()["id"]
+        job = wait_for(client, fixed, timeout=120)
+        assert job["status"] == "succeeded", job["error"]
+        rerun = client.get(f"/jobs/{fixed}/results").json()["optimizers"]["sgd"]
+        assert rerun["hyperparameters"] == document["hyperparameters"] and rerun["source"] == f"job {onepass}"
 
         job = wait_for(client, asha, timeout=240)
         assert job["status"] == "succeeded", job["error"]

@@ -19,6 +19,7 @@ NAMES = [
     "lodo-sgd",
     "adam",
     "momentum",
+    "sgd",
     "rmsprop",
     "yogi",
     "lars",

@@ -58,6 +58,10 @@ def test_evaluate_writes_results_table_and_plot(tmp_path):
         (["evaluate", "nope", "adam"], "Unknown task 'nope'"),
         (["evaluate", "rosenbrock", "adamw"], "Unknown optimizer 'adamw'"),
         (["evaluate", "rosenbrock", "lars"], "No Table 6 values for rosenbrock/lars"),
+        (
+            ["evaluate", "rosenbrock", "adam", "--hyperparameters", "/nonexistent.json"],
+            "Invalid hyperparameters file",
+        ),
         (["evaluate", "rosenbrock", "adam", "--tuned", "tuned"], "Invalid tuned: 'tuned'"),
         (["evaluate", "rosenbrock", "adam", "--step-scale", "0"], "Invalid step_scale: 0.0"),
         (["tune", "rosenbrock", "adamw"], "Unknown optimizer 'adamw'"),
@@ -108,6 +112,26 @@ def test_tune_onepass_end_to_end(tmp_path):
     assert len(document["trajectory"]) == 3
     evaluation = json.loads((tmp_path / "evaluation" / "results.json").read_text())
     assert len(evaluation["per_run"]) == 2 and evaluation["diverged"] == 0
+    # the tuned values re-run as fixed hyperparameters of the registered `sgd`, beside a baseline
+    tuned = str(tmp_path / "hyperparameters.json")
+    args = [
+        "evaluate",
+        "digits-mlp",
+        "sgd",
+        "momentum",
+        "--tuned",
+        "defaults",
+        "--seeds",
+        "2",
+        "--steps",
+        "20",
+    ]
+    rerun = runner.invoke(app, [*args, "--hyperparameters", tuned, "--out", str(tmp_path / "fixed")])
+    assert rerun.exit_code == 0, rerun.output
+    fixed = json.loads((tmp_path / "fixed" / "results.json").read_text())["optimizers"]
+    assert fixed["sgd"]["hyperparameters"] == document["hyperparameters"]
+    assert fixed["sgd"]["source"] == tuned and fixed["sgd"]["diverged"] == 0
+    assert fixed["momentum"]["source"] == "defaults"
     assert evaluation["summary"]["test_loss"]["median"] > 0
 
 

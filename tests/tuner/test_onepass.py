@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import lodo
 from tuner.onepass import (
     OnePassConfig,
     RawHyperparameters,
@@ -236,3 +237,30 @@ def test_bad_settings_are_clear_errors(options, message):
 def test_a_task_without_a_validation_set_is_refused():
     with pytest.raises(ValueError, match="Invalid task for onepass: 'rosenbrock'"):
         run_episode(OnePassConfig("rosenbrock", steps=10))
+
+
+def test_the_inner_update_is_the_registered_sgd():
+    # The document names "sgd" as the optimizer of its values: `lodotune evaluate TASK sgd
+    # --hyperparameters` must re-run exactly the update the episode took.
+    values = {"lr": 0.05, "weight_decay": 0.01, "momentum": 0.7}
+    target = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+
+    def loss_at(w):
+        return ((w[0] - target) ** 4).sum() + (w[1] ** 2).sum()
+
+    start = [torch.tensor([0.3, 0.1, -0.4], dtype=torch.float64), torch.ones(2, 2, dtype=torch.float64)]
+    hp = raw(**values)
+    weights, buffers = [w.clone() for w in start], [torch.zeros_like(w) for w in start]
+    params = [torch.nn.Parameter(w.clone()) for w in start]
+    registered = lodo.get("sgd").build(params, values)
+    for _ in range(5):
+        w = [t.requires_grad_() for t in weights]
+        grads = torch.autograd.grad(loss_at(w), w)
+        with torch.no_grad():
+            u, buffers = sgd_update(w, grads, buffers, hp)
+            weights = [wi - ui for wi, ui in zip(w, u, strict=True)]
+        registered.zero_grad()
+        loss_at(params).backward()
+        registered.step()
+    for p, w in zip(params, weights, strict=True):
+        torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-14)
