@@ -21,9 +21,10 @@ from typing import Any
 
 import lodo
 import schedules
-from tuner.asha import bootstrap_summary, tune_asha
+from tuner.asha import tune_asha
 from tuner.evaluate import evaluate
 from tuner.executors import make_executor
+from tuner.final import FinalEvaluation, reference_values, tuned_values, write_bootstrap
 from tuner.onepass import evaluate_onepass, tune_onepass
 from tuner.rundir import RunDir, read_json, write_json
 from tuner.tuning import TuneConfig, tune
@@ -57,16 +58,6 @@ def tune_config(spec: dict[str, Any]) -> TuneConfig:
         task_options=dict(spec["task_options"]),
         device=spec["device"],
     )
-
-
-def baseline_values(task: str, name: str, tuned: str = "paper") -> tuple[dict[str, float], str]:
-    """Table 6's values where the paper has them (unless ``tuned == "defaults"``), else defaults."""
-    if tuned == "paper":
-        try:
-            return schedules.paper_values(task, name), "paper Table 6"
-        except ValueError:
-            pass
-    return lodo.get(name).defaults, "defaults"
 
 
 def sync_generations(store: JobStore, job: JobRow, run_dir: RunDir) -> None:
@@ -159,8 +150,6 @@ class Driver:
             document = document or self._fresh(
                 lambda: tune_asha(config, self.run_dir, progress=self.on_asha_event)
             )
-            final, steps, step_scale = document["hyperparameters"], config.max_t, spec["step_scale"]
-            task_options = document["task_options"]
         else:
             config = tune_config(spec)
             if document is None:
@@ -170,24 +159,21 @@ class Driver:
                     write_json(self.run_dir.config_path, config.to_dict())
                     resume = True
                 document = tune(config, self.run_dir, pool, resume=resume, progress=self.on_tuning_event)
-            plan = config.schedule
-            final = schedules.apply_halving(plan, config.optimizer, document["hyperparameters"])
-            steps, step_scale, task_options = plan.final_steps, plan.step_scale, spec["task_options"]
         self.store.save_result(self.job.id, "hyperparameters", document)
         if not spec["evaluate"]:
             return
-        halved = " (halved)" if final != document["hyperparameters"] else ""
-        entries = {config.optimizer: (final, "tuned" + halved)}
-        for name in spec["baselines"]:
-            entries.setdefault(name, baseline_values(config.task, name))
-        results = self.run_evaluation(
-            pool, entries, steps=steps, step_scale=step_scale, task_options=task_options
+        final = FinalEvaluation.after_tuning(
+            config, document, spec["baselines"], step_scale=spec["step_scale"]
         )
-        if spec["strategy"] == "asha":  # the AdamQLR paper's summary of the repeats (clarke.md §2.4)
-            summary = bootstrap_summary(results, resamples=50, seed=spec["seed"])
-            write_json(
-                self.run_dir.evaluation_dir / "bootstrap.json", {"resamples": 50, "optimizers": summary}
-            )
+        results = self.run_evaluation(
+            pool,
+            {name: (values, final.sources[name]) for name, values in final.entries.items()},
+            steps=final.steps,
+            step_scale=final.step_scale,
+            task_options=final.task_options,
+        )
+        if spec["strategy"] == "asha":
+            write_bootstrap(results, self.run_dir.evaluation_dir, spec["seed"])
 
     def _fresh(self, run):
         """Run a strategy that cannot resume from an empty run directory (driver logs and the
@@ -229,24 +215,27 @@ class Driver:
         self.store.save_result(self.job.id, "results", results)
 
     def evaluation_entries(self) -> dict[str, tuple[dict[str, float], str]]:
+        """name → (values, source): given values as they are; a tuned job's and Table 6's values
+        as the final runs use them (halved where the task's schedule says, lodo.md §3.5)."""
         spec = self.spec
-        from_job: dict[str, float] = {}
-        source_job = None
+        from_job: tuple[dict[str, float], str] | None = None
+        source_optimizer = None
         if spec["from_job"]:
             document = self.store.result(spec["from_job"], "hyperparameters")
             if document is None:
                 raise ValueError(f"Invalid from_job: {spec['from_job']} has no tuned hyperparameters")
-            source_job = document["optimizer"]
-            from_job = document["hyperparameters"]
+            source_optimizer = document["optimizer"]
+            from_job = tuned_values(document, f"job {spec['from_job']}")
+        final_runs = schedules.schedule_for(spec["task"])
         entries = {}
         for name in spec["optimizers"]:
             if name in spec["hyperparameters"]:
                 defaults = lodo.get(name).defaults
                 entries[name] = ({**defaults, **spec["hyperparameters"][name]}, "given")
-            elif name == source_job:
-                entries[name] = (from_job, f"job {spec['from_job']}")
+            elif name == source_optimizer and from_job is not None:
+                entries[name] = from_job
             else:
-                entries[name] = baseline_values(spec["task"], name, spec["tuned"])
+                entries[name] = reference_values(spec["task"], name, spec["tuned"], schedule=final_runs)
         return entries
 
     def run_evaluation(

@@ -16,11 +16,12 @@ import lodo
 import schedules
 import tasks as task_registry
 
-from .asha import AshaConfig, bootstrap_summary, tune_asha
+from .asha import AshaConfig, tune_asha
 from .evaluate import evaluate as run_evaluation
+from .final import FinalEvaluation, reference_values, tuned_values, write_bootstrap
 from .onepass import HYPERPARAMETERS as ONEPASS_HYPERPARAMETERS
 from .onepass import OnePassConfig, evaluate_onepass, tune_onepass
-from .rundir import RunDir, read_json, write_json
+from .rundir import RunDir, read_json
 from .strategies import STRATEGIES, describe_strategies
 from .tuning import TuneConfig
 from .tuning import tune as run_tuning
@@ -85,13 +86,6 @@ def _make_executor(kind: str, run_root: Path, **options: Any):
     except (ImportError, ValueError) as err:
         fail(str(err))
     raise AssertionError  # unreachable
-
-
-def _paper_or_defaults(task: str, name: str) -> tuple[dict[str, float], str]:
-    try:
-        return schedules.paper_values(task, name), "paper Table 6"
-    except ValueError:
-        return lodo.get(name).defaults, "defaults"
 
 
 def _progress() -> Progress:
@@ -331,33 +325,25 @@ def tune(
     with pool:
         if strategy == "asha":
             done = _tune_asha_with_progress(config, run_dir)
-            final, steps_final, scale = done["hyperparameters"], config.max_t, step_scale
-            task_options = done["task_options"]
         else:
             done = _tune_with_progress(config, run_dir, pool, resumed=resume is not None)
-            final = schedules.apply_halving(plan, optimizer, done["hyperparameters"])
-            steps_final, scale, task_options = plan.final_steps, plan.step_scale, {}
         if evaluate:
-            halved = " (halved)" if final != done["hyperparameters"] else ""
-            entries, sources = {optimizer: final}, {optimizer: "tuned" + halved}
-            for name in baselines:
-                if name != optimizer:
-                    entries[name], sources[name] = _paper_or_defaults(task, name)
+            final = FinalEvaluation.after_tuning(config, done, baselines, step_scale=step_scale)
             document = _run_evaluation(
                 task,
-                entries,
-                sources,
-                steps=steps_final,
+                final.entries,
+                final.sources,
+                steps=final.steps,
                 seeds=seeds,
                 executor=pool,
                 out_dir=run_dir.evaluation_dir,
                 job_seed=seed,
-                step_scale=scale,
-                task_options=task_options,
+                step_scale=final.step_scale,
+                task_options=final.task_options,
                 device=device,
             )
             if strategy == "asha":
-                _write_bootstrap(document, run_dir, seed)
+                _print_bootstrap(write_bootstrap(document, run_dir.evaluation_dir, seed), run_dir)
 
 
 def _final_length(task: str, step_scale: float) -> int:
@@ -393,10 +379,7 @@ def _tune_asha_with_progress(config: AshaConfig, run_dir: RunDir) -> dict:
     return done
 
 
-def _write_bootstrap(document: dict, run_dir: RunDir, seed: int) -> None:
-    """The AdamQLR paper's summary of the repeats: bootstrap medians (clarke.md §2.4)."""
-    summary = bootstrap_summary(document, resamples=50, seed=seed)
-    write_json(run_dir.evaluation_dir / "bootstrap.json", {"resamples": 50, "optimizers": summary})
+def _print_bootstrap(summary: dict, run_dir: RunDir) -> None:
     table = Table(
         "optimizer", "quantity", "median", "bootstrap median (mean ± std)", title="bootstrap medians"
     )
@@ -527,12 +510,12 @@ def evaluate_command(
         fail(f"Invalid tuned: {tuned!r} (allowed: paper | defaults)")
     if not step_scale > 0:
         fail(f"Invalid step_scale: {step_scale} (allowed: a number > 0)")
-    from_file: dict[str, dict[str, float]] = {}
+    from_file: dict[str, tuple[dict[str, float], str]] = {}
     task_options: dict = {}
     if hyperparameters is not None:
         try:
             document = read_json(hyperparameters)
-            from_file[document["optimizer"]] = document["hyperparameters"]
+            from_file[document["optimizer"]] = tuned_values(document, str(hyperparameters))
         except (OSError, ValueError, KeyError, TypeError) as err:
             fail(f"Invalid hyperparameters file {str(hyperparameters)!r}: {err!r} (allowed: a run's JSON)")
         if set(from_file) - set(optimizer_names):
@@ -542,19 +525,19 @@ def evaluate_command(
         if document.get("task") == task:  # ASHA's tuned batch size, say
             task_options = dict(document.get("task_options") or {})
     entries, sources = {}, {}
+    final_runs = schedules.schedule_for(task)  # Table 6 and GA values are halved where it says (§3.5)
     for name in optimizer_names:
         if name in from_file:
-            entries[name], sources[name] = from_file[name], str(hyperparameters)
+            entries[name], sources[name] = from_file[name]
         elif tuned == "paper":
             try:
-                entries[name], sources[name] = schedules.paper_values(task, name), "paper Table 6"
+                schedules.paper_values(task, name)
             except ValueError as err:
                 fail(f"{err}; use --tuned defaults or --hyperparameters FILE")
+            entries[name], sources[name] = reference_values(task, name, schedule=final_runs)
         else:
             entries[name], sources[name] = lodo.get(name).defaults, "defaults"
-    total = (
-        steps if steps is not None else max(2, round(schedules.schedule_for(task).final_steps * step_scale))
-    )
+    total = steps if steps is not None else max(2, round(final_runs.final_steps * step_scale))
     with _make_executor(executor, out, address=ray_address) as pool:
         _run_evaluation(
             task,
