@@ -137,7 +137,9 @@ class Driver:
             if self.job.kind == "tune":
                 self.run_tuning(pool)
             else:
-                self.run_evaluation(pool, self.evaluation_entries())
+                self.run_evaluation(
+                    pool, self.evaluation_entries(), task_options=self.evaluation_task_options()
+                )
 
     def run_tuning(self, pool) -> None:
         spec = self.spec
@@ -237,6 +239,15 @@ class Driver:
             else:
                 entries[name] = reference_values(spec["task"], name, spec["tuned"], schedule=final_runs)
         return entries
+
+    def evaluation_task_options(self) -> dict[str, Any]:
+        """The request's task options; without any, those of the ``from_job`` run on the same task
+        (the batch size ASHA tuned, the options a GA job was tuned with)."""
+        spec = self.spec
+        if spec["task_options"] or not spec["from_job"]:
+            return dict(spec["task_options"])
+        document = self.store.result(spec["from_job"], "hyperparameters") or {}
+        return dict(document.get("task_options") or {}) if document.get("task") == spec["task"] else {}
 
     def run_evaluation(
         self, pool, entries, *, steps: int | None = None, step_scale: float | None = None, task_options=None
