@@ -149,8 +149,11 @@ class Driver:
             return
         if spec["strategy"] == "asha":
             config = strategy_config(TuneRequest.model_validate(spec))
-            document = document or self._fresh(
-                lambda: tune_asha(config, self.run_dir, progress=self.on_asha_event)
+            document = document or tune_asha(
+                config,
+                self.run_dir,
+                progress=self.on_asha_event,
+                resume=self.run_dir.config_path.exists(),  # an earlier attempt's finished trials
             )
         else:
             config = tune_config(spec)

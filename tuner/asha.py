@@ -29,9 +29,12 @@ summary of it, medians with a bootstrap spread (§2.4), is :func:`bootstrap_summ
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -43,13 +46,14 @@ from schedules import asha as asha_spaces
 from tasks.registry import spec as task_spec
 
 from ._validation import check_int_at_least, invalid
-from .rundir import RunDir, write_json
+from .rundir import RunDir, read_json, write_json
 from .trial import Diverged, build_optimizer, train
 from .tuning import _versions
 
 Metric = Literal["auto", "validation_loss", "training_loss"]
 METRICS: tuple[str, ...] = ("auto", "validation_loss", "training_loss")
 EXPERIMENT = "asha"  # the Tune experiment's folder under RUN_DIR/tune/
+TRIAL_LOG = "trials.jsonl"  # one line per finished trial, in the order they finish
 
 # progress(event, payload): "trial" {index, of, trial_id, values, task_options, seed, steps, metric,
 # value, stopped_early, diverged, error, last_metrics} once per finished (completed, stopped or
@@ -238,22 +242,28 @@ def _trial_record(trial, index: int, config: AshaConfig, metric: str, space: sch
     }
 
 
-def tune_asha(config: AshaConfig, run_dir: RunDir, *, progress: Progress | None = None) -> dict[str, Any]:
+def tune_asha(
+    config: AshaConfig, run_dir: RunDir, *, progress: Progress | None = None, resume: bool = False
+) -> dict[str, Any]:
     """Run the ASHA job; returns the hyperparameters document, also written to the run dir.
 
     Uses the Ray already initialised in this process, or starts a local one (temp dir
-    ``RUN_DIR/ray``) and shuts it down at the end. Tune's own files go to ``RUN_DIR/tune/asha``.
+    ``RUN_DIR/ray``) and shuts it down at the end. Tune's own files go to ``RUN_DIR/tune/asha``;
+    each finished trial is logged to ``RUN_DIR/trials.jsonl`` as it finishes.
+
+    ``resume=True`` continues a killed job in ``run_dir`` (same config, else ValueError) with
+    ``Tuner.restore``: finished trials are kept with their results, the trials that were running
+    start again, the random search draws the configurations it had not drawn yet.
     """
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
+    from ._asha_log import LIVE_HOOKS, TrialLog, read_trial_log
     from .executors import RayExecutor
 
-    if run_dir.config_path.exists():
-        raise ValueError(f"{run_dir.root} already holds a run: choose another --out")
-    write_json(run_dir.config_path, config.to_dict())
+    _claim_run_dir(config, run_dir, resume)
     emit = progress or (lambda event, payload: None)
     space = asha_spaces.asha_space(config.optimizer)
     metric = _resolve_metric(config)
@@ -268,66 +278,76 @@ def tune_asha(config: AshaConfig, run_dir: RunDir, *, progress: Progress | None 
         "metric": metric,
         "threads": max(1, int(config.num_cpus_per_trial)),
     }
-    records: list[dict] = []
+    log_path = run_dir.root.resolve() / TRIAL_LOG
+    experiment = run_dir.root.resolve() / "tune" / EXPERIMENT
 
-    class _OnTrialEnd(tune.Callback):
-        """Records each finished trial and reports it. Tune pickles its run config (for
-        ``Tuner.restore``); the hook is only needed live, so a pickled copy is left without it."""
-
-        def __init__(self, record: Callable[[Any], None]):
-            self.record = record
-
-        def __getstate__(self):
-            return {"record": None}
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.record(trial)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.record(trial)
-
-    def finished(trial) -> None:
-        record = _trial_record(trial, len(records), config, metric, space)
-        records.append(record)
+    def report(record: dict[str, Any]) -> None:
         emit("trial", {**record, "of": config.num_samples})
 
+    restore = resume and tune.Tuner.can_restore(experiment)
+    if not restore:
+        log_path.unlink(missing_ok=True)  # nothing Tune can continue (killed before it saved): start over
+    for record in read_trial_log(log_path):  # finished before the restart
+        report(record)
     trainable = tune.with_resources(
         tune.with_parameters(_train, settings=settings),
         {"cpu": config.num_cpus_per_trial, "gpu": config.num_gpus_per_trial},
     )
-    scheduler = ASHAScheduler(
-        time_attr="step",
-        max_t=config.max_t,
-        grace_period=config.grace_period,
-        reduction_factor=config.reduction_factor,
-    )
-    tuner = tune.Tuner(
-        trainable,
-        param_space=_param_space(config, space),
-        tune_config=tune.TuneConfig(
-            metric=metric,
-            mode="min",
-            num_samples=config.num_samples,
-            scheduler=scheduler,
-            search_alg=BasicVariantGenerator(random_state=config.seed),
-            reuse_actors=True,
-            time_budget_s=config.time_budget_s,
-        ),
-        run_config=tune.RunConfig(
-            name=EXPERIMENT,
-            storage_path=str(run_dir.root.resolve() / "tune"),
-            verbose=0,
-            callbacks=[_OnTrialEnd(finished)],
-        ),
-    )
+    if restore:
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True)
+    else:
+        scheduler = ASHAScheduler(
+            time_attr="step",
+            max_t=config.max_t,
+            grace_period=config.grace_period,
+            reduction_factor=config.reduction_factor,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(config, space),
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode="min",
+                num_samples=config.num_samples,
+                scheduler=scheduler,
+                search_alg=BasicVariantGenerator(random_state=config.seed),
+                reuse_actors=True,
+                time_budget_s=config.time_budget_s,
+            ),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT,
+                storage_path=str(experiment.parent),
+                verbose=0,
+                callbacks=[
+                    TrialLog(
+                        str(log_path),
+                        functools.partial(_trial_record, config=config, metric=metric, space=space),
+                    )
+                ],
+            ),
+        )
     owner = None if ray.is_initialized() else RayExecutor(temp_dir=run_dir.root / "ray")
+    LIVE_HOOKS[str(log_path)] = report
     try:
         grid = tuner.fit()
     finally:
+        LIVE_HOOKS.pop(str(log_path), None)
         if owner is not None:
             owner.close()
     best = grid.get_best_result(metric=metric, mode="min", scope="last", filter_nan_and_inf=False)
-    trials = sorted(records, key=lambda r: r["index"])
+    trials = read_trial_log(log_path)
+    logged = {r["trial_id"] for r in trials}
+    for result in grid:  # finished in a killed run after Tune saved its state, before the log line
+        trial_id = (result.metrics or {}).get("trial_id")
+        if trial_id is not None and trial_id not in logged:
+            trial = SimpleNamespace(
+                trial_id=trial_id,
+                last_result=result.metrics,
+                config=result.config,
+                status="ERROR" if result.error else "TERMINATED",
+                error_file=str(result.error) if result.error else None,
+            )
+            trials.append(_trial_record(trial, len(trials), config, metric, space))
     winner = next(r for r in trials if r["trial_id"] == best.metrics["trial_id"])
     hyperparameters = lodo.get(config.optimizer).check_values(winner["values"])
     task_options = {**config.task_options, **winner["task_options"]}
@@ -359,6 +379,20 @@ def tune_asha(config: AshaConfig, run_dir: RunDir, *, progress: Progress | None 
     }
     write_json(run_dir.hyperparameters_path, document)
     return document
+
+
+def _claim_run_dir(config: AshaConfig, run_dir: RunDir, resume: bool) -> None:
+    """Write the config into a new run dir; on resume, check it is the run dir's own."""
+    if not run_dir.config_path.exists():
+        write_json(run_dir.config_path, config.to_dict())
+        return
+    if not resume:
+        raise ValueError(f"{run_dir.root} already holds a run: choose another --out, or resume it")
+    stored = read_json(run_dir.config_path)
+    asked = json.loads(json.dumps(config.to_dict()))
+    different = sorted(k for k in {*stored, *asked} if stored.get(k) != asked.get(k))
+    if different:
+        raise ValueError(f"Invalid resume: {run_dir.root} holds another ASHA job (differs in {different})")
 
 
 def bootstrap_median(values: Sequence[float], *, resamples: int, seed: int = 0) -> dict[str, float | None]:

@@ -229,7 +229,9 @@ def tune(
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default runs/TASK-OPTIMIZER-TIME).")
     ] = None,
-    resume: Annotated[Path | None, typer.Option(help="[ga] Continue the run in this directory.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="[ga, asha] Continue the run in this directory.")
+    ] = None,
 ) -> None:
     """Tune OPTIMIZER on TASK (the LODO paper's GA by default), then evaluate the result over N seeds."""
     baselines = baselines or []
@@ -245,8 +247,6 @@ def tune(
         if optimizer is None:
             fail(f"Missing OPTIMIZER (needed by --strategy {strategy})")
         _check_names(task, [optimizer, *baselines])
-    if strategy != "ga" and resume is not None:
-        fail(f"--resume is for --strategy ga only ({strategy} runs cannot be resumed)")
     if not step_scale > 0:
         fail(f"Invalid step_scale: {step_scale} (allowed: a number > 0)")
     if resume is not None and out is not None and resume != out:
@@ -324,7 +324,7 @@ def tune(
     )
     with pool:
         if strategy == "asha":
-            done = _tune_asha_with_progress(config, run_dir)
+            done = _tune_asha_with_progress(config, run_dir, resumed=resume is not None)
         else:
             done = _tune_with_progress(config, run_dir, pool, resumed=resume is not None)
         if evaluate:
@@ -351,7 +351,7 @@ def _final_length(task: str, step_scale: float) -> int:
     return max(2, round(schedules.schedule_for(task).final_steps * step_scale))
 
 
-def _tune_asha_with_progress(config: AshaConfig, run_dir: RunDir) -> dict:
+def _tune_asha_with_progress(config: AshaConfig, run_dir: RunDir, *, resumed: bool) -> dict:
     with _progress() as progress:
         bar = progress.add_task(f"ASHA trials (rungs at {config.rungs()} steps)", total=config.num_samples)
 
@@ -359,7 +359,7 @@ def _tune_asha_with_progress(config: AshaConfig, run_dir: RunDir) -> dict:
             progress.advance(bar)
 
         try:
-            done = tune_asha(config, run_dir, progress=on_event)
+            done = tune_asha(config, run_dir, progress=on_event, resume=resumed)
         except ValueError as err:
             progress.stop()
             fail(str(err))

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -113,3 +120,55 @@ def test_bootstrap_median_is_seeded_and_skips_non_finite_runs():
     assert a["median"] == 2.5 and a["runs"] == 4
     assert 1.0 <= a["bootstrap_mean"] <= 4.0 and a["bootstrap_std"] > 0
     assert bootstrap_median([math.nan], resamples=10)["median"] is None
+
+
+KILLED = {"num_samples": 10, "max_t": 300, "grace_period": 25, "report_every": 25}
+_FIRST_ATTEMPT = """
+import sys
+from tuner.asha import AshaConfig, tune_asha
+from tuner.rundir import RunDir
+config = AshaConfig("digits-mlp", "momentum", **{killed}, seed=3, num_cpus_per_trial=1)
+tune_asha(config, RunDir(sys.argv[1]))
+"""
+
+
+def test_a_killed_asha_job_resumes_with_its_finished_trials(ray_session, tmp_path):
+    # The first attempt runs in its own process (and its own Ray), killed with SIGKILL, process
+    # group and all, once three trials are logged; the second resumes it in this process.
+    root = tmp_path / "run"
+    log = root / "trials.jsonl"
+    code = _FIRST_ATTEMPT.format(killed=KILLED)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    first = subprocess.Popen([sys.executable, "-c", code, str(root)], start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+            assert first.poll() is None, "the first attempt ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    before_kill = [json.loads(line) for line in log.read_text().splitlines() if line.endswith("}")]
+    assert not (root / "hyperparameters.json").exists()
+
+    config = AshaConfig("digits-mlp", "momentum", **KILLED, seed=3, num_cpus_per_trial=1)
+    with pytest.raises(ValueError, match="already holds a run"):
+        tune_asha(config, RunDir(root))
+    with pytest.raises(ValueError, match=r"Invalid resume: .* \(differs in \['seed'\]\)"):
+        tune_asha(AshaConfig("digits-mlp", "momentum", **KILLED, seed=4), RunDir(root), resume=True)
+    events = []
+    document = tune_asha(
+        config, RunDir(root), resume=True, progress=lambda e, payload: events.append(payload)
+    )
+
+    trials = document["trials"]
+    assert len(trials) == KILLED["num_samples"] == len({t["trial_id"] for t in trials})
+    assert trials[: len(before_kill)] == before_kill  # kept as they were, not run again
+    assert [p["index"] for p in events] == list(range(len(trials)))  # kept ones reported first
+    assert document["best"]["trial_id"] in {t["trial_id"] for t in trials}
+    # the random search went on where it stopped: the configurations an uninterrupted job draws
+    # (their draw does not depend on the trial length, so a short job shows them)
+    short = dataclasses.replace(config, max_t=4, grace_period=4, report_every=4)
+    whole = tune_asha(short, RunDir(tmp_path / "whole"))
+    assert sorted(t["seed"] for t in trials) == sorted(t["seed"] for t in whole["trials"])
