@@ -8,7 +8,9 @@ with ``attempt + 1``.
 
 * :class:`InProcessLauncher` (the embedded default) runs each driver as a local worker process,
   at most ``max_concurrent_jobs`` at once, the rest queued. On Linux a driver dies with the API
-  (``PR_SET_PDEATHSIG``) so a restarted API never finds two drivers for one job.
+  (``PR_SET_PDEATHSIG``) so a restarted API never finds two drivers for one job. Each driver
+  leads a session of its own; once it is gone, whatever of its local Ray is left in that session
+  is killed (Ray reaps its GCS and raylet when the driver is killed, not its agents).
 * :class:`QueueOnlyLauncher` stores jobs and runs none (to measure the API alone).
 * :class:`RayJobsLauncher` submits ``python -m api.driver`` to a Ray cluster's Jobs API; the
   submission id is ``lodotune-<job id>-<attempt>``, so submitting twice is harmless.
@@ -130,6 +132,30 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def kill_ray_leftovers(session: int) -> int:
+    """SIGKILL the Ray processes left in the session a dead driver led; returns how many.
+
+    Only processes of that session whose command is Ray's (``ray::…`` or a program under a
+    ``/ray/`` folder), and only while no process ``session`` exists: a reused pid leads nothing here.
+    """
+    proc = Path("/proc")
+    if not sys.platform.startswith("linux") or (proc / str(session)).exists():
+        return 0
+    killed = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+            if int(fields[3]) == session and (command.startswith(b"ray::") or b"/ray/" in command):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile, or not ours to read
+    return killed
+
+
 class InProcessLauncher(Launcher):
     name = "inprocess"
 
@@ -158,6 +184,7 @@ class InProcessLauncher(Launcher):
                 stderr=subprocess.STDOUT,
                 env=env,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                start_new_session=True,  # its Ray's processes share the session: see kill_ray_leftovers
             )
         self._processes[job.id] = process
         self.store.update(job.id, driver=f"pid {process.pid}")
@@ -165,6 +192,8 @@ class InProcessLauncher(Launcher):
     def _settle_running(self, job: JobRow) -> None:
         process = self._processes.get(job.id)
         if process is None:  # started by an earlier API process: its driver died with it
+            if job.driver and job.driver.startswith("pid "):
+                kill_ray_leftovers(int(job.driver.removeprefix("pid ")))
             self._requeue(job, "driver gone")
             return
         code = process.poll()
@@ -173,6 +202,7 @@ class InProcessLauncher(Launcher):
                 self._terminate(process)
             return
         del self._processes[job.id]
+        kill_ray_leftovers(process.pid)
         current = self.store.get(job.id)
         if current is None or current.status != "running":
             return  # the driver settled the job itself
@@ -197,6 +227,7 @@ class InProcessLauncher(Launcher):
         with self._lock:
             for process in self._processes.values():
                 self._terminate(process)  # their jobs stay `running` and resume on the next start
+                kill_ray_leftovers(process.pid)
 
 
 class RayJobsLauncher(Launcher):

@@ -1,12 +1,22 @@
 """The driver's evaluation job reads what it re-runs from the store: the values and the task
-options of the job it names (``from_job``), halved for final runs where the task's schedule says."""
+options of the job it names (``from_job``), halved for final runs where the task's schedule says.
+And what a killed driver leaves behind is cleaned up."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 import lodo
 from api.driver import Driver
+from api.launchers import kill_ray_leftovers
 from api.schemas import EvaluateRequest
 from api.settings import Settings
 from api.store import JobStore, migrate
@@ -105,3 +115,41 @@ def test_table6_values_are_halved_for_image_generation(sqlite_store, tmp_path):
         hyperparameters={"adam": {"lr": 0.1}},
     )
     assert given.evaluation_entries()["adam"] == ({"lr": 0.1, "beta1": 0.9, "beta2": 0.999}, "given")
+
+
+def _session_members(session: int) -> list[str]:
+    """argv[0] of each live process in ``session``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session and fields[0] != "Z":  # a killed process is gone, zombie or not
+                members.append((stat.parent / "cmdline").read_bytes().split(b"\0")[0].decode())
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_dead_drivers_ray_leftovers_are_killed_and_nothing_else(tmp_path):
+    # A stand-in driver leading its own session (as the in-process launcher starts them), with a
+    # child named as Ray names its agents and one that is not Ray's.
+    script = "exec -a ray::DashboardAgent sleep 60 & exec -a innocent sleep 60 & wait"
+    driver = subprocess.Popen(["bash", "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while sorted(_session_members(driver.pid)) != ["bash", "innocent", "ray::DashboardAgent"]:
+            assert time.monotonic() < deadline, _session_members(driver.pid)
+            time.sleep(0.05)
+        assert kill_ray_leftovers(driver.pid) == 0  # the driver is alive: its session is not ours to clean
+        driver.kill()
+        driver.wait()
+        assert kill_ray_leftovers(driver.pid) == 1
+        deadline = time.monotonic() + 10
+        while "ray::DashboardAgent" in _session_members(driver.pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert _session_members(driver.pid) == ["innocent"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from api.cli import app
 from api.driver import tune_config
 from tests.api.conftest import Server, wait_for
+from tests.api.test_driver import _session_members
 from tuner.executors import LocalExecutor
 from tuner.rundir import RunDir, read_json
 from tuner.tuning import tune
@@ -125,8 +126,9 @@ def test_tune_poll_fetch_results_artifacts_and_events(serve, tmp_path):
 
 
 def test_kill_9_mid_job_then_restart_resumes_to_the_uninterrupted_result(serve, tmp_path):
+    # trials on the driver's own local Ray, as users run it, so the leftovers of a killed Ray show
     artifacts = tmp_path / "artifacts"
-    server = serve(artifacts)
+    server = serve(artifacts, executor="ray")
     with server.client() as client:
         job_id = client.post("/tune", json=LONG_TUNE).json()["id"]
         deadline = time.monotonic() + 120
@@ -144,13 +146,14 @@ def test_kill_9_mid_job_then_restart_resumes_to_the_uninterrupted_result(serve, 
         assert time.monotonic() < deadline, "driver outlived the API"
         time.sleep(0.05)
 
-    restarted = serve(artifacts)
+    restarted = serve(artifacts, executor="ray")
     with restarted.client() as client:
         job = wait_for(client, job_id)
         assert job["status"] == "succeeded", job["error"]
         assert job["attempt"] == 2
         resumed = client.get(f"/jobs/{job_id}/hyperparameters").json()
         generations = client.get(f"/jobs/{job_id}/generations").json()
+    assert _session_members(driver) == []  # the killed driver's Ray agents were killed on restart
 
     # the same job, uninterrupted, straight through the tuner
     spec = {**job["spec"]}
