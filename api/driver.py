@@ -11,6 +11,7 @@ files were lost continues from its last stored generation with identical seeds a
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import signal
@@ -219,16 +220,25 @@ class Driver:
         )
         self.store.save_result(self.job.id, "results", results)
 
+    @functools.cached_property
+    def from_job_document(self) -> dict[str, Any] | None:
+        """The hyperparameters document of the job an evaluation names (``from_job``), if any."""
+        source = self.spec.get("from_job")
+        if not source:
+            return None
+        document = self.store.result(source, "hyperparameters")
+        if document is None:
+            raise ValueError(f"Invalid from_job: {source} has no tuned hyperparameters")
+        return document
+
     def evaluation_entries(self) -> dict[str, tuple[dict[str, float], str]]:
         """name → (values, source): given values as they are; a tuned job's and Table 6's values
         as the final runs use them (halved where the task's schedule says, lodo.md §3.5)."""
         spec = self.spec
         from_job: tuple[dict[str, float], str] | None = None
         source_optimizer = None
-        if spec["from_job"]:
-            document = self.store.result(spec["from_job"], "hyperparameters")
-            if document is None:
-                raise ValueError(f"Invalid from_job: {spec['from_job']} has no tuned hyperparameters")
+        document = self.from_job_document
+        if document is not None:
             source_optimizer = document["optimizer"]
             from_job = tuned_values(document, f"job {spec['from_job']}")
         final_runs = schedules.schedule_for(spec["task"])
@@ -237,7 +247,7 @@ class Driver:
             if name in spec["hyperparameters"]:
                 defaults = lodo.get(name).defaults
                 entries[name] = ({**defaults, **spec["hyperparameters"][name]}, "given")
-            elif name == source_optimizer and from_job is not None:
+            elif name == source_optimizer:
                 entries[name] = from_job
             else:
                 entries[name] = reference_values(spec["task"], name, spec["tuned"], schedule=final_runs)
@@ -247,9 +257,9 @@ class Driver:
         """The request's task options; without any, those of the ``from_job`` run on the same task
         (the batch size ASHA tuned, the options a GA job was tuned with)."""
         spec = self.spec
-        if spec["task_options"] or not spec["from_job"]:
+        document = self.from_job_document
+        if spec["task_options"] or document is None:
             return dict(spec["task_options"])
-        document = self.store.result(spec["from_job"], "hyperparameters") or {}
         return dict(document.get("task_options") or {}) if document.get("task") == spec["task"] else {}
 
     def run_evaluation(

@@ -44,10 +44,11 @@ class TrialLog(tune.Callback):
 
     def _finished(self, trial) -> None:
         log = Path(self.path)
-        if any(r["trial_id"] == trial.trial_id for r in read_trial_log(log)):
+        logged = read_trial_log(log)
+        if any(r["trial_id"] == trial.trial_id for r in logged):
             return  # Tune may report a trial twice (complete after error handling)
-        record = self.make_record(trial, len(read_trial_log(log)))
-        torn = log.exists() and log.stat().st_size > 0 and not log.read_bytes().endswith(b"\n")
+        record = self.make_record(trial, len(logged))
+        torn = log.exists() and not log.read_bytes().endswith(b"\n") and log.stat().st_size > 0
         with open(log, "a") as handle:
             handle.write(("\n" if torn else "") + json.dumps(record, allow_nan=True) + "\n")
             handle.flush()

@@ -529,14 +529,13 @@ def evaluate_command(
     for name in optimizer_names:
         if name in from_file:
             entries[name], sources[name] = from_file[name]
-        elif tuned == "paper":
-            try:
-                schedules.paper_values(task, name)
-            except ValueError as err:
-                fail(f"{err}; use --tuned defaults or --hyperparameters FILE")
-            entries[name], sources[name] = reference_values(task, name, schedule=final_runs)
         else:
-            entries[name], sources[name] = lodo.get(name).defaults, "defaults"
+            entries[name], sources[name] = reference_values(task, name, tuned, schedule=final_runs)
+            if tuned == "paper" and sources[name] == "defaults":  # say why the paper has none
+                try:
+                    schedules.paper_values(task, name)
+                except ValueError as err:
+                    fail(f"{err}; use --tuned defaults or --hyperparameters FILE")
     total = steps if steps is not None else max(2, round(final_runs.final_steps * step_scale))
     with _make_executor(executor, out, address=ray_address) as pool:
         _run_evaluation(
