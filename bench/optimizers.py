@@ -70,7 +70,7 @@ WORK = {
 def iteration_function(task, name: str, values: dict) -> Callable[[], None]:
     """One iteration of ``name`` on ``task`` as the trial runner performs it."""
     spec = lodo.get(name)
-    options = {"seed": 0} if name.startswith("lodo") else {}
+    options = {"seed": 0} if lodo.get(name).seeded else {}
     optimizer = spec.build(task.parameters(), values, **options)
     if spec.evaluation == "gradient":
 

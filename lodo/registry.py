@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch.optim import Optimizer
 
 Kind = Literal["rate", "decay", "other"]
@@ -56,6 +57,11 @@ class OptimizerSpec:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     to_kwargs: Callable[[dict[str, float]], dict[str, Any]] = _identity
     needs_total_steps: bool = False
+    # the optimizer draws random numbers (LODO's permutations, θ's init): built with the trial seed
+    seeded: bool = False
+    # constructor choices that are not tuned, by name: allowed values (strings, so JSON can carry
+    # them) → what the constructor takes
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -64,6 +70,26 @@ class OptimizerSpec:
     @property
     def defaults(self) -> dict[str, float]:
         return {h.name: h.default for h in self.hyperparameters}
+
+    @property
+    def learning_rate(self) -> str | None:
+        """The hyperparameter that scales every step (the first of kind ``rate``: lr, LODO's α),
+        or None when the optimizer has none (Levenberg–Marquardt's λ, AdamQLR's damping)."""
+        return next((h.name for h in self.hyperparameters if h.kind == "rate"), None)
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The constructor arguments of ``options`` (e.g. ``{"meta_dtype": "float32"}``); an unknown
+        option or value is a ValueError naming the allowed ones."""
+        out = {}
+        for name, value in options.items():
+            if name not in self.options:
+                allowed = " | ".join(self.options) or "none"
+                raise ValueError(f"Invalid option {name!r} for {self.name} (allowed: {allowed})")
+            choices = self.options[name]
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(f"Invalid {name}: {value!r} (allowed: {' | '.join(choices)})")
+            out[name] = choices[value]
+        return out
 
     def resolve(self) -> type[Optimizer]:
         module, _, cls = self.target.partition(":")
@@ -90,6 +116,9 @@ class OptimizerSpec:
             "summary": self.summary,
             "evaluation": self.evaluation,
             "needs_total_steps": self.needs_total_steps,
+            "seeded": self.seeded,
+            "learning_rate": self.learning_rate,
+            "options": {name: list(choices) for name, choices in self.options.items()},
             "hyperparameters": [
                 {"name": h.name, "default": h.default, "kind": h.kind, "description": h.description}
                 for h in self.hyperparameters
@@ -106,6 +135,11 @@ def _series_integers(values: dict[str, float]) -> dict[str, Any]:
     return out
 
 
+# LODO's θ, momentum and meta-state: float64 as the authors' code, float32 to halve its memory
+# (ResNet-18 in float64 needs ~52 GB of meta-state)
+_META_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
 def _lodo(name, cls, summary, with_beta=True):
     hps = [
         Hyperparameter("lr", 1.0, "rate", "α, the initial learning rate (G(θ₀) = −αI)"),
@@ -113,7 +147,9 @@ def _lodo(name, cls, summary, with_beta=True):
     ]
     if with_beta:
         hps.append(Hyperparameter("beta", 0.9, "decay", "β, momentum EMA decay"))
-    return OptimizerSpec(name, f"lodo.lodo:{cls}", summary, tuple(hps))
+    return OptimizerSpec(
+        name, f"lodo.lodo:{cls}", summary, tuple(hps), seeded=True, options={"meta_dtype": _META_DTYPES}
+    )
 
 
 _LR = "learning rate"

@@ -34,6 +34,8 @@ class TrialSpec:
     steps: int
     task_options: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    # constructor choices that are not tuned (LODO's meta_dtype), as the registry names them
+    optimizer_options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,15 +56,24 @@ class Diverged(Exception):
     """Raised by :func:`train` when a recorded loss is not finite."""
 
 
-def build_optimizer(task, name: str, values: dict[str, float], *, seed: int, total_steps: int):
-    """The registered optimizer ``name`` on ``task``'s parameters (LODO seeded with the trial seed)."""
+def build_optimizer(
+    task,
+    name: str,
+    values: dict[str, float],
+    *,
+    seed: int,
+    total_steps: int,
+    options: dict[str, str] | None = None,
+):
+    """The registered optimizer ``name`` on ``task``'s parameters, with the registry's ``options``
+    (``{"meta_dtype": "float32"}``); a seeded optimizer (LODO) draws from the trial seed."""
     optimizer_spec = lodo.get(name)
-    options: dict[str, Any] = {}
+    kwargs = optimizer_spec.check_options(options or {})
     if optimizer_spec.needs_total_steps:
-        options["total_steps"] = total_steps
-    if name.startswith("lodo"):
-        options["seed"] = seed
-    return optimizer_spec.build(task.parameters(), values, **options)
+        kwargs["total_steps"] = total_steps
+    if optimizer_spec.seeded:
+        kwargs["seed"] = seed
+    return optimizer_spec.build(task.parameters(), values, **kwargs)
 
 
 def train(task, optimizer, evaluation: str, budget: int, losses: list[float]) -> Iterator[None]:
@@ -136,7 +147,12 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     optimizer_spec = lodo.get(spec.optimizer)
     task = tasks.build(spec.task, seed=spec.seed, device=spec.device, **spec.task_options)
     optimizer = build_optimizer(
-        task, spec.optimizer, spec.hyperparameters, seed=spec.seed, total_steps=spec.steps
+        task,
+        spec.optimizer,
+        spec.hyperparameters,
+        seed=spec.seed,
+        total_steps=spec.steps,
+        options=spec.optimizer_options,
     )
     losses: list[float] = []
     diverged = False
