@@ -198,6 +198,16 @@ class JobStore:
             session.commit()
             return True
 
+    def advance_trials(self, job_id: str) -> None:
+        """One more trial (or run) finished in the current unit: one atomic increment."""
+        with self.session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id)
+                .values(trials_done=JobRow.trials_done + 1, updated_at=utcnow())
+            )
+            session.commit()
+
     def start_attempt(self, job_id: str, attempt: int, driver: str) -> bool:
         return self.update(
             job_id,

@@ -43,11 +43,11 @@ from rich.console import Console
 from rich.table import Table
 
 import schedules
-from tuner.asha import AshaConfig, tune_asha
-from tuner.executors import RayExecutor
-from tuner.onepass import OnePassConfig, run_episode
+from tuner import events as ev
+from tuner.jobs import run_tune_job
 from tuner.rundir import RunDir
-from tuner.tuning import TuneConfig, tune
+from tuner.runtime import JobContext
+from tuner.specs import TuneJob
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -60,60 +60,65 @@ class _BudgetSpent(Exception):
     """Raised from the GA's progress hook once the wall-clock budget is used up."""
 
 
+def _job(strategy: str, **fields) -> TuneJob:
+    return TuneJob(task=TASK, strategy=strategy, evaluate=False, **fields)
+
+
 def run_ga(budget: float, steps: int, population: int, scratch: Path) -> list[dict]:
-    plan = schedules.schedule_for(TASK)
-    plan = plan.scaled(steps / plan.generations[0].steps).with_overrides(population=population)
-    config = TuneConfig(TASK, OPTIMIZER, plan, schedules.space_for(OPTIMIZER), seed=0)
+    first = schedules.schedule_for(TASK).generations[0].steps
+    job = _job(
+        "ga", optimizer=OPTIMIZER, step_scale=steps / first, strategy_options={"population": population}
+    )
     points: list[dict] = []
     start = time.perf_counter()
 
-    def on_event(event: str, payload: dict) -> None:
+    def on_event(event) -> None:
         now = time.perf_counter() - start
         if now > budget:
             raise _BudgetSpent
-        if event == "trial":
-            result = payload["result"]
-            points.append(_point(now, result.metrics, result.spec.hyperparameters, result.diverged))
+        if isinstance(event, ev.TrialFinished):
+            points.append(_point(now, event.metrics, event.values, event.status != "ok"))
 
-    with RayExecutor() as executor, contextlib.suppress(_BudgetSpent):
-        tune(config, RunDir(scratch / "ga"), executor, progress=on_event)
+    with contextlib.suppress(_BudgetSpent):
+        run_tune_job(job, JobContext(RunDir(scratch / "ga"), emit=on_event))
     return points
 
 
 def run_asha(budget: float, steps: int, scratch: Path) -> list[dict]:
-    config = AshaConfig(
-        TASK,
-        OPTIMIZER,
-        num_samples=100_000,
-        max_t=steps,
-        grace_period=max(1, steps // 16),
-        report_every=max(1, steps // 32),
-        time_budget_s=budget,
-    )
+    options = {
+        "num_samples": 100_000,
+        "max_t": steps,
+        "grace_period": max(1, steps // 16),
+        "report_every": max(1, steps // 32),
+        "time_budget_s": budget,
+    }
+    job = _job("asha", optimizer=OPTIMIZER, strategy_options=options)
     points: list[dict] = []
     start = time.perf_counter()
     # trials still pending when the budget ends have no results; Tune warns once per trial
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
 
-    def on_event(event: str, payload: dict) -> None:
+    def on_event(event) -> None:
         now = time.perf_counter() - start
-        if now <= budget:
-            values = {**payload["values"], **payload["task_options"]}
-            points.append(_point(now, payload["last_metrics"], values, payload["diverged"], payload["steps"]))
+        if isinstance(event, ev.TrialFinished) and now <= budget:
+            steps_done = event.record["steps"]
+            points.append(_point(now, event.metrics, event.values, event.status != "ok", steps_done))
 
-    tune_asha(config, RunDir(scratch / "asha"), progress=on_event)
+    run_tune_job(job, JobContext(RunDir(scratch / "asha"), emit=on_event))
     return points
 
 
-def run_onepass(budget: float, steps: int) -> list[dict]:
+def run_onepass(budget: float, steps: int, scratch: Path) -> list[dict]:
+    """One-pass jobs from §5.3's random starting values (job seeds 0, 1, …) until the budget ends."""
     points: list[dict] = []
     start = time.perf_counter()
     seed = 0
     while time.perf_counter() - start < budget:
-        episode = run_episode(OnePassConfig(TASK, steps=steps, seed=seed))
+        job = _job("onepass", seed=seed, strategy_options={"steps": steps})
+        done = run_tune_job(job, JobContext(RunDir(scratch / f"onepass-{seed}")))["hyperparameters"]
         now = time.perf_counter() - start
         if now <= budget:
-            points.append(_point(now, episode.metrics, episode.final, episode.diverged))
+            points.append(_point(now, done["metrics"], done["hyperparameters"], done["diverged"]))
         seed += 1
     return points
 
@@ -198,7 +203,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=RAY_TEMP) as scratch:
         points["ga"] = run_ga(args.budget_s, args.steps, args.population, Path(scratch))
         points["asha"] = run_asha(args.budget_s, args.steps, Path(scratch))
-        points["onepass"] = run_onepass(args.budget_s, args.steps)
+        points["onepass"] = run_onepass(args.budget_s, args.steps, Path(scratch))
     ray.shutdown()
 
     curves = {name: best_so_far(p) for name, p in points.items()}

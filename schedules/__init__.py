@@ -3,21 +3,24 @@
 * :mod:`~schedules.transforms` — the §3.1 normalizations ``log``, ``log1m`` and ``logit``;
 * :mod:`~schedules.spaces` — per-optimizer search spaces (``code`` or ``paper`` normalization);
 * :mod:`~schedules.schedule` — per-task generations (σ, steps), population, final length, and the
-  §3.5 halving;
-* :mod:`~schedules.paper` — Table 6's tuned values;
+  §3.5 halving of the learning rate;
+* :mod:`~schedules.paper` — Table 6's tuned values, strict or completed with the registry
+  defaults and each value's source;
 * :mod:`~schedules.asha` — the AdamQLR paper's ASHA search spaces.
 
-Everything is a frozen pydantic model that round-trips through ``model_dump`` / ``model_validate``.
+Schedules and spaces are frozen pydantic models that round-trip through ``model_dump`` /
+``model_validate``; a Table 6 row is a frozen dataclass.
 """
 
 from .asha import AshaSpace, Distribution, asha_optimizers, asha_space, batch_sizes
-from .paper import paper_values
+from .paper import PaperEntry, paper_entry, paper_values
 from .schedule import (
     SOURCES,
     Generation,
     Schedule,
     apply_halving,
     describe_schedules,
+    halved_names,
     load_schedule,
     schedule_for,
 )
@@ -32,6 +35,7 @@ __all__ = [
     "AshaSpace",
     "Distribution",
     "Generation",
+    "PaperEntry",
     "ParamSpace",
     "Schedule",
     "SearchSpace",
@@ -42,8 +46,10 @@ __all__ = [
     "decode",
     "describe_schedules",
     "encode",
+    "halved_names",
     "load_schedule",
     "load_space",
+    "paper_entry",
     "paper_values",
     "schedule_for",
     "space_for",

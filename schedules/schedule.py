@@ -49,8 +49,9 @@ class Schedule(BaseModel):
     """A task's tuning schedule and final-evaluation length.
 
     ``final_steps`` is the milestone M of the final runs (§3.6: bowl 100 000, Rosenbrock 200,
-    image generation 300 000, ResNet-18 3 000). ``halve_first`` applies the §3.5 halving before
-    those runs (see :func:`apply_halving`). ``step_scale`` records by how much :meth:`scaled`
+    image generation 300 000, ResNet-18 3 000). ``halve_first`` applies the §3.5 halving of the
+    learning rate before those runs (see :func:`apply_halving`; the name is the authors', whose
+    code halves the first hyperparameter). ``step_scale`` records by how much :meth:`scaled`
     shrank or grew the step counts (1.0 = as published).
     """
 
@@ -174,22 +175,35 @@ def describe_schedules() -> list[dict[str, Any]]:
     ]
 
 
+def halved_names(schedule: Schedule, optimizer_name: str) -> tuple[str, ...]:
+    """The hyperparameters :func:`apply_halving` divides by 2 for ``optimizer_name``: its learning
+    rate (the registry's rate role, ``lodo.get(optimizer_name).learning_rate``) when
+    ``schedule.halve_first``; none otherwise, and none for an optimizer without a learning rate
+    (Levenberg–Marquardt, Newton, AdamQLR, series SFN). An unknown optimizer is a ValueError."""
+    rate = lodo.get(optimizer_name).learning_rate
+    return (rate,) if schedule.halve_first and rate is not None else ()
+
+
 def apply_halving(schedule: Schedule, optimizer_name: str, values: dict[str, float]) -> dict[str, float]:
     """The hyperparameters for the final runs (§3.5): when ``schedule.halve_first`` (in the
     shipped schedules only image generation, ``mnist-autoregression``, as in the paper), the
-    optimizer's **first** hyperparameter in registry order is divided by 2 — lr for every
-    optimizer, which is α for the LODO variants; η_meta and decays are unchanged. Otherwise the
-    values are returned as they are. Always a new dict; ``values`` is not modified.
+    optimizer's learning rate is divided by 2 — lr for every optimizer the paper ran, which is α
+    for the LODO variants (the names :func:`halved_names` gives); η_meta, decays and every other
+    value are unchanged. Always a new dict; ``values`` is not modified. A learning rate to halve
+    that is missing from ``values`` is a ValueError.
+
+    The authors' code halves the *first* hyperparameter, which is the learning rate for every
+    optimizer it ran; the rule goes by role so that an optimizer whose first hyperparameter is a
+    damping (AdamQLR's and series SFN's λ₀, Levenberg–Marquardt's λ) is left as tuned.
 
     Apply it to tuned values and to Table 6 values alike (Table 6 is pre-halving, §3.8). The
     authors' final LODO-No-Momentum run used its α unhalved (a hard-coded value, §5.1); this rule
     does not copy that exception.
     """
     out = dict(values)
-    names = lodo.get(optimizer_name).names
-    if not (schedule.halve_first and names):
-        return out
-    if names[0] not in out:
-        raise invalid(f"hyperparameters for {optimizer_name}", f"no {names[0]!r} to halve", " | ".join(names))
-    out[names[0]] = out[names[0]] / 2
+    for name in halved_names(schedule, optimizer_name):
+        if name not in out:
+            allowed = " | ".join(lodo.get(optimizer_name).names)
+            raise invalid(f"hyperparameters for {optimizer_name}", f"no {name!r} to halve", allowed)
+        out[name] = out[name] / 2
     return out

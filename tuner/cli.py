@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -16,15 +17,15 @@ import lodo
 import schedules
 import tasks as task_registry
 
-from .asha import AshaConfig, tune_asha
-from .evaluate import evaluate as run_evaluation
-from .final import FinalEvaluation, reference_values, tuned_values, write_bootstrap
-from .onepass import HYPERPARAMETERS as ONEPASS_HYPERPARAMETERS
-from .onepass import OnePassConfig, evaluate_onepass, tune_onepass
+from . import events as ev
+from ._validation import describe_validation
+from .final import results_tables
+from .jobs import run_evaluate_job, run_tune_job
 from .rundir import RunDir, read_json
-from .strategies import STRATEGIES, describe_strategies
-from .tuning import TuneConfig
-from .tuning import tune as run_tuning
+from .runtime import JobContext, Runtime
+from .specs import EvaluateJob, TuneJob
+from .strategies import STRATEGIES, describe_strategies, get_strategy
+from .tables import Summary
 
 app = typer.Typer(help="Tune and compare optimizers with the LODO paper's protocol.", no_args_is_help=True)
 console = Console()
@@ -68,24 +69,13 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     _json_or_table(task_registry.describe(), as_json, table, row)
 
 
-def _check_names(task: str, optimizer_names: list[str]) -> None:
-    if task not in task_registry.TASK_NAMES:
-        fail(f"Unknown task {task!r} (allowed: {' | '.join(task_registry.TASK_NAMES)})")
-    for name in optimizer_names:
-        if name not in lodo.OPTIMIZERS:
-            fail(f"Unknown optimizer {name!r} (allowed: {' | '.join(lodo.OPTIMIZERS)})")
-
-
-def _make_executor(kind: str, run_root: Path, **options: Any):
-    from .executors import make_executor
-
-    if kind == "ray" and not options.get("address"):
-        options["temp_dir"] = str(run_root.resolve() / "ray")  # Ray's files stay with the run
-    try:
-        return make_executor(kind, **options)
-    except (ImportError, ValueError) as err:
-        fail(str(err))
-    raise AssertionError  # unreachable
+def _print_summary(summary: Summary) -> None:
+    table = Table(*summary.columns, title=summary.title)
+    for row in summary.rows:
+        table.add_row(*row)
+    console.print(table)
+    for line in summary.lines:
+        console.print(line, soft_wrap=True)
 
 
 def _progress() -> Progress:
@@ -93,65 +83,62 @@ def _progress() -> Progress:
     return Progress(*columns, console=console, transient=True)
 
 
-def _print_results(document: dict) -> None:
-    low, high = document["window"]
-    table = Table(
-        "optimizer",
-        f"loss, evals {low}–{high} (mean ± std)",
-        "diverged",
-        "steps/s",
-        "values",
-        title=f"{document['task']}: {len(document['seeds'])} seeds × {document['steps']} evaluations",
-    )
-    for name, e in document["optimizers"].items():
-        loss = "diverged" if e["mean"] is None else f"{e['mean']:.6g} ± {e['std']:.2g}"
-        table.add_row(
-            name, loss, f"{e['diverged']}/{e['runs']}", f"{e['steps_per_second']:,.0f}", e["source"]
-        )
-    console.print(table)
-    for name, e in document["optimizers"].items():
-        console.print(f"  {name}: " + ", ".join(f"{k}={v:.6g}" for k, v in e["hyperparameters"].items()))
+class ProgressView:
+    """The event sink of a command: rich progress bars, one line per finished generation."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.outer: Any = None  # generations
+        self.inner: Any = None  # the trials, updates or runs of the current unit
+
+    def _bar(self, description: str, total: int | None) -> Any:
+        if self.inner is not None:
+            self.progress.remove_task(self.inner)
+        self.inner = self.progress.add_task(description, total=total)
+        return self.inner
+
+    def __call__(self, event: ev.Event) -> None:
+        progress = self.progress
+        match event:
+            case ev.PhaseStarted(unit="generations", total=total):
+                self.outer = progress.add_task("generations", total=total)
+            case ev.PhaseStarted(phase=phase, unit=unit, total=total, strategy=strategy):
+                self._bar(f"{strategy} {unit}" if phase == "tuning" else "evaluation runs", total)
+            case ev.GenerationStarted(generation=g, of=of, sigma=sigma, steps=steps, population=population):
+                self._bar(f"generation {g + 1}/{of}: σ={sigma:g}, {steps} steps", population)
+            case ev.TrialFinished() | ev.EvaluationRunFinished() | ev.Checkpoint(kind="update"):
+                progress.advance(self.inner)
+            case ev.Checkpoint(kind="generation", index=g, summary=line):
+                progress.update(self.outer, completed=g + 1)
+                progress.console.print(line, soft_wrap=True)
 
 
-def _run_evaluation(
-    task,
-    entries,
-    sources,
-    *,
-    steps,
-    seeds,
-    executor,
-    out_dir,
-    job_seed,
-    step_scale,
-    task_options=None,
-    device="cpu",
-):
+def _run(job_runner, *args, **kwargs) -> dict:
+    """Run a job under progress bars; its errors of input or state are printed, not raised."""
     with _progress() as progress:
-        bar = progress.add_task("evaluation runs", total=len(entries) * seeds)
-        document = run_evaluation(
-            task,
-            entries,
-            steps=steps,
-            seeds=seeds,
-            executor=executor,
-            out_dir=out_dir,
-            job_seed=job_seed,
-            step_scale=step_scale,
-            task_options=task_options,
-            device=device,
-            sources=sources,
-            progress=lambda index, result: progress.advance(bar),
-        )
-    _print_results(document)
-    if document["reused_runs"]:
+        kwargs["ctx"].emit = ProgressView(progress)
+        try:
+            return job_runner(*args, **kwargs)
+        except ValueError as err:
+            progress.stop()
+            fail(str(err))
+    raise AssertionError  # unreachable
+
+
+def _validated(model, data: dict[str, Any]):
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        fail(describe_validation(err, tags=STRATEGIES))
+
+
+def _reused_note(document: dict, out_dir: Path) -> None:
+    if document.get("reused_runs"):
         console.print(
             f"{document['reused_runs']} runs were finished earlier and read back from {out_dir}/runs "
             "(remove that folder to run them again)",
             soft_wrap=True,
         )
-    console.print(f"wrote {out_dir}/results.json, results.md, curves.png")
-    return document
 
 
 ExecutorOpt = Annotated[
@@ -163,6 +150,32 @@ SeedsOpt = Annotated[int, typer.Option(min=1, help="Evaluation runs per optimize
 DeviceOpt = Annotated[
     str, typer.Option(help="Where each trial computes: cpu, cuda or cuda:N (with Ray, the GPU it assigned).")
 ]
+MetaDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="LODO's meta-state dtype: float64 (default, the authors') or float32 (half the memory)."
+    ),
+]
+
+# each strategy's command-line options: flag name → option name in the strategy's options model
+STRATEGY_FLAGS = {
+    "ga": ("schedule", "generations", "population", "normalization", "decay_transform"),
+    "asha": (
+        "num_samples",
+        "max_t",
+        "grace_period",
+        "reduction_factor",
+        "report_every",
+        "time_budget_s",
+    ),
+    "onepass": ("steps", "update_interval", "lookback", "meta_lr", "per_parameter_lr", "tuned"),
+}
+
+
+def _runtime(executor: str, ray_address: str | None) -> Runtime:
+    if executor not in ("ray", "local"):
+        fail(f"Invalid executor: {executor!r} (allowed: ray | local)")
+    return Runtime(executor=executor, ray_address=ray_address)
 
 
 @app.command()
@@ -181,29 +194,43 @@ def tune(
     population: Annotated[int | None, typer.Option(min=2, help="[ga] Override the population size.")] = None,
     step_scale: StepScaleOpt = 1.0,
     schedule: Annotated[
-        str, typer.Option(help="[ga] 'code' (the authors' code) or 'paper' (Table 5).")
-    ] = "code",
+        str | None, typer.Option(help="[ga] 'code' (the authors' code, default) or 'paper' (Table 5).")
+    ] = None,
     schedule_file: Annotated[Path | None, typer.Option(help="[ga] A custom schedule (JSON).")] = None,
-    normalization: Annotated[str, typer.Option(help="[ga] 'code' (by name) or 'paper' (by role).")] = "code",
-    decay_transform: Annotated[str, typer.Option(help="[ga] 'log1m' (the authors') or 'logit'.")] = "log1m",
+    normalization: Annotated[
+        str | None, typer.Option(help="[ga] 'code' (by name, default) or 'paper' (by role).")
+    ] = None,
+    decay_transform: Annotated[
+        str | None, typer.Option(help="[ga] 'log1m' (the authors', default) or 'logit'.")
+    ] = None,
     space_file: Annotated[Path | None, typer.Option(help="[ga] A custom search space (JSON).")] = None,
-    num_samples: Annotated[int, typer.Option(help="[asha] Configurations drawn.")] = 200,
+    num_samples: Annotated[int | None, typer.Option(help="[asha] Configurations drawn (200).")] = None,
     max_t: Annotated[
         int | None, typer.Option(help="[asha] Steps per trial (default: the task's final length).")
     ] = None,
-    grace_period: Annotated[int, typer.Option(help="[asha] Steps before the first rung.")] = 10,
-    reduction_factor: Annotated[float, typer.Option(help="[asha] Keep the best 1/this at each rung.")] = 4.0,
-    report_every: Annotated[int, typer.Option(help="[asha] Steps between reports to Tune.")] = 10,
+    grace_period: Annotated[int | None, typer.Option(help="[asha] Steps before the first rung (10).")] = None,
+    reduction_factor: Annotated[
+        float | None, typer.Option(help="[asha] Keep the best 1/this at each rung (4).")
+    ] = None,
+    report_every: Annotated[
+        int | None, typer.Option(help="[asha] Steps between reports to Tune (10).")
+    ] = None,
     time_budget_s: Annotated[
         float | None, typer.Option(help="[asha] Stop the search after this many seconds.")
     ] = None,
     steps: Annotated[
         int | None, typer.Option(help="[onepass] Training steps (default: the task's final length).")
     ] = None,
-    update_interval: Annotated[int, typer.Option(help="[onepass] Steps per hyperparameter update.")] = 10,
-    lookback: Annotated[int, typer.Option(help="[onepass] Neumann series terms.")] = 5,
-    meta_lr: Annotated[float, typer.Option(help="[onepass] The meta-Adam's learning rate.")] = 0.05,
-    per_parameter_lr: Annotated[bool, typer.Option(help="[onepass] One learning rate per weight.")] = False,
+    update_interval: Annotated[
+        int | None, typer.Option(help="[onepass] Steps per hyperparameter update (10).")
+    ] = None,
+    lookback: Annotated[int | None, typer.Option(help="[onepass] Neumann series terms (5).")] = None,
+    meta_lr: Annotated[
+        float | None, typer.Option(help="[onepass] The meta-Adam's learning rate (0.05).")
+    ] = None,
+    per_parameter_lr: Annotated[
+        bool | None, typer.Option(help="[onepass] One learning rate per weight.")
+    ] = None,
     tuned_names: Annotated[
         list[str] | None,
         typer.Option("--tuned", help="[onepass] Hyperparameters to tune (repeatable; default all three)."),
@@ -221,6 +248,7 @@ def tune(
     num_cpus_per_trial: Annotated[float, typer.Option(min=0.0)] = 1.0,
     num_gpus_per_trial: Annotated[float, typer.Option(min=0.0)] = 0.0,
     device: DeviceOpt = "cpu",
+    meta_dtype: MetaDtypeOpt = None,
     baselines: Annotated[
         list[str] | None, typer.Option("--baseline", help="Also evaluate (repeatable; ga and asha).")
     ] = None,
@@ -234,205 +262,82 @@ def tune(
     ] = None,
 ) -> None:
     """Tune OPTIMIZER on TASK (the LODO paper's GA by default), then evaluate the result over N seeds."""
-    baselines = baselines or []
-    if strategy not in STRATEGIES:
-        fail(f"Invalid strategy: {strategy!r} (allowed: {' | '.join(STRATEGIES)})")
+    given = {name: value for name, value in locals().items() if value is not None}
+    try:
+        chosen = get_strategy(strategy)
+    except ValueError as err:
+        fail(str(err))
+    initial = {
+        k: v
+        for k, v in (
+            ("lr", initial_lr),
+            ("weight_decay", initial_weight_decay),
+            ("momentum", initial_momentum),
+        )
+        if v is not None
+    }
+    flags = {
+        **{f: s for s, fs in STRATEGY_FLAGS.items() for f in fs},
+        "schedule_file": "ga",
+        "space_file": "ga",
+    }
+    flags.update(
+        tuned_names="onepass",
+        initial_lr="onepass",
+        initial_weight_decay="onepass",
+        initial_momentum="onepass",
+    )
+    foreign = sorted(f"--{f.replace('_', '-')}" for f, s in flags.items() if s != strategy and f in given)
+    if foreign:
+        fail(f"{', '.join(foreign)}: not options of --strategy {strategy} (see `lodotune strategies`)")
+    options = {name: given[name] for name in STRATEGY_FLAGS[strategy] if name in given and name != "tuned"}
     if strategy == "onepass":
-        if optimizer is not None:
-            fail(f"Invalid optimizer: {optimizer!r} (allowed: none with --strategy onepass, which tunes SGD)")
-        if baselines or resume is not None:
-            fail("--baseline and --resume are not used with --strategy onepass")
-        _check_names(task, [])
-    else:
-        if optimizer is None:
-            fail(f"Missing OPTIMIZER (needed by --strategy {strategy})")
-        _check_names(task, [optimizer, *baselines])
-    if not step_scale > 0:
-        fail(f"Invalid step_scale: {step_scale} (allowed: a number > 0)")
+        options.update(
+            {"tuned": tuned_names} if tuned_names else {}, **({"initial": initial} if initial else {})
+        )
+    try:
+        if schedule_file is not None:
+            options["custom_schedule"] = schedules.load_schedule(schedule_file).model_dump(mode="json")
+        if space_file is not None:
+            options["custom_space"] = schedules.load_space(space_file).model_dump(mode="json")
+    except (OSError, ValueError) as err:
+        fail(str(err))
+    job = _validated(
+        TuneJob,
+        {
+            "task": task,
+            "optimizer": optimizer,
+            "strategy": strategy,
+            "strategy_options": options,
+            "seed": seed,
+            "step_scale": step_scale,
+            "device": device,
+            "meta_dtype": meta_dtype,
+            "num_cpus_per_trial": num_cpus_per_trial,
+            "num_gpus_per_trial": num_gpus_per_trial,
+            "baselines": baselines or [],
+            "seeds": seeds,
+            "evaluate": evaluate,
+        },
+    )
     if resume is not None and out is not None and resume != out:
         fail("give either --out or --resume, not both")
     root = resume or out or Path("runs") / f"{task}-{optimizer or strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = RunDir(root)
-    if strategy == "onepass":
-        initial = {
-            name: value
-            for name, value in (
-                ("lr", initial_lr),
-                ("weight_decay", initial_weight_decay),
-                ("momentum", initial_momentum),
-            )
-            if value is not None
-        }
-        try:
-            config = OnePassConfig(
-                task,
-                steps=steps or _final_length(task, step_scale),
-                update_interval=update_interval,
-                lookback=lookback,
-                meta_lr=meta_lr,
-                per_parameter_lr=per_parameter_lr,
-                tuned=tuple(tuned_names or ONEPASS_HYPERPARAMETERS),
-                initial=initial,
-                seed=seed,
-            )
-        except ValueError as err:
-            fail(str(err))
-        _tune_onepass(config, run_dir, seeds=seeds if evaluate else 0)
-        return
-    if strategy == "asha":
-        try:
-            config = AshaConfig(
-                task,
-                optimizer,
-                num_samples=num_samples,
-                max_t=max_t or _final_length(task, step_scale),
-                grace_period=grace_period,
-                reduction_factor=reduction_factor,
-                report_every=report_every,
-                time_budget_s=time_budget_s,
-                seed=seed,
-                device=device,
-                num_cpus_per_trial=num_cpus_per_trial,
-                num_gpus_per_trial=num_gpus_per_trial,
-            )
-        except ValueError as err:
-            fail(str(err))
-    else:
-        try:
-            plan = (
-                schedules.load_schedule(schedule_file)
-                if schedule_file
-                else schedules.schedule_for(task, schedule)
-            )
-            plan = plan.scaled(step_scale).with_overrides(generations=generations, population=population)
-            space = (
-                schedules.load_space(space_file)
-                if space_file
-                else schedules.space_for(
-                    optimizer, normalization=normalization, decay_transform=decay_transform
-                )
-            )
-            config = TuneConfig(task, optimizer, plan, space, seed=seed, device=device)
-        except ValueError as err:
-            fail(str(err))
-    pool = _make_executor(
-        executor,
-        root,
-        address=ray_address,
+    ctx = JobContext(
+        RunDir(root),
+        _runtime(executor, ray_address),
+        resume=resume is not None,
         num_cpus_per_trial=num_cpus_per_trial,
         num_gpus_per_trial=num_gpus_per_trial,
     )
-    with pool:
-        if strategy == "asha":
-            done = _tune_asha_with_progress(config, run_dir, resumed=resume is not None)
-        else:
-            done = _tune_with_progress(config, run_dir, pool, resumed=resume is not None)
-        if evaluate:
-            final = FinalEvaluation.after_tuning(config, done, baselines, step_scale=step_scale)
-            document = _run_evaluation(
-                task,
-                final.entries,
-                final.sources,
-                steps=final.steps,
-                seeds=seeds,
-                executor=pool,
-                out_dir=run_dir.evaluation_dir,
-                job_seed=seed,
-                step_scale=final.step_scale,
-                task_options=final.task_options,
-                device=device,
-            )
-            if strategy == "asha":
-                _print_bootstrap(write_bootstrap(document, run_dir.evaluation_dir, seed), run_dir)
-
-
-def _final_length(task: str, step_scale: float) -> int:
-    """The task's final-evaluation length (its GA schedule's M), scaled."""
-    return max(2, round(schedules.schedule_for(task).final_steps * step_scale))
-
-
-def _tune_asha_with_progress(config: AshaConfig, run_dir: RunDir, *, resumed: bool) -> dict:
-    with _progress() as progress:
-        bar = progress.add_task(f"ASHA trials (rungs at {config.rungs()} steps)", total=config.num_samples)
-
-        def on_event(event: str, payload: dict) -> None:
-            progress.advance(bar)
-
-        try:
-            done = tune_asha(config, run_dir, progress=on_event, resume=resumed)
-        except ValueError as err:
-            progress.stop()
-            fail(str(err))
-    best = done["best"]
-    table = Table("hyperparameter", "tuned", "drawn from", title=f"ASHA: {config.optimizer} on {config.task}")
-    for name, value in done["hyperparameters"].items():
-        table.add_row(name, f"{value:.6g}", done["transforms"].get(name, "default (not tuned)"))
-    for name, value in done["task_options"].items():
-        table.add_row(name, str(value), "choice")
-    console.print(table)
-    value = "diverged" if best["value"] is None else f"{best['value']:.6g}"
-    console.print(
-        f"best {done['metric']} {value} after {best['steps']} steps; "
-        f"{done['stopped_early']}/{len(done['trials'])} trials stopped early"
-    )
-    console.print(f"wrote {run_dir.hyperparameters_path}")
-    return done
-
-
-def _print_bootstrap(summary: dict, run_dir: RunDir) -> None:
-    table = Table(
-        "optimizer", "quantity", "median", "bootstrap median (mean ± std)", title="bootstrap medians"
-    )
-    for name, quantities in summary.items():
-        for quantity, s in quantities.items():
-            if s["median"] is not None:
-                spread = f"{s['bootstrap_mean']:.6g} ± {s['bootstrap_std']:.2g}"
-                table.add_row(name, quantity, f"{s['median']:.6g}", spread)
-    console.print(table)
-    console.print(f"wrote {run_dir.evaluation_dir}/bootstrap.json")
-
-
-def _tune_onepass(config: OnePassConfig, run_dir: RunDir, *, seeds: int) -> None:
-    updates = -(-config.steps // config.update_interval)
-    with _progress() as progress:
-        bar = progress.add_task("hyperparameter updates", total=updates)
-
-        def on_event(event: str, payload: dict) -> None:
-            progress.update(bar, completed=payload["update"] + 1)
-
-        try:
-            done = tune_onepass(config, run_dir, progress=on_event)
-        except ValueError as err:
-            progress.stop()
-            fail(str(err))
-    table = Table("hyperparameter", "start", "end", "transform", title=f"one-pass SGD on {config.task}")
-    for name, value in done["hyperparameters"].items():
-        table.add_row(name, f"{done['initial'][name]:.6g}", f"{value:.6g}", done["transforms"][name])
-    console.print(table)
-    flag = " [yellow](diverged)[/yellow]" if done["diverged"] else ""
-    metrics = ", ".join(f"{k}={v:.6g}" for k, v in done["metrics"].items())
-    console.print(f"trained model after {done['steps']} steps: {metrics}{flag}")
-    console.print(f"wrote {run_dir.hyperparameters_path}")
-    if seeds < 1:
-        return
-    with _progress() as progress:
-        bar = progress.add_task("evaluation runs", total=seeds)
-        document = evaluate_onepass(
-            config, seeds=seeds, out_dir=run_dir.evaluation_dir, progress=lambda i, e: progress.advance(bar)
-        )
-    table = Table(
-        "quantity",
-        "median",
-        "bootstrap median (mean ± std)",
-        title=f"{config.task}: one-pass over {seeds} seeds ({document['diverged']} diverged)",
-    )
-    for quantity, s in document["summary"].items():
-        if s["median"] is not None:
-            table.add_row(
-                quantity, f"{s['median']:.6g}", f"{s['bootstrap_mean']:.6g} ± {s['bootstrap_std']:.2g}"
-            )
-    console.print(table)
-    console.print(f"wrote {run_dir.evaluation_dir}/results.json")
+    documents = _run(run_tune_job, job, ctx=ctx)
+    _print_summary(chosen.summary(documents["hyperparameters"]))
+    console.print(f"wrote {ctx.run_dir.hyperparameters_path}")
+    if "results" in documents:
+        for summary in chosen.results_summary(documents["results"]):
+            _print_summary(summary)
+        _reused_note(documents["results"], ctx.evaluation_path)
+        console.print(f"wrote {ctx.evaluation_path}/results.json", soft_wrap=True)
 
 
 @app.command()
@@ -445,44 +350,6 @@ def strategies(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
         return r["name"], r["summary"], ", ".join(r["optimizers"]), settings
 
     _json_or_table(records, as_json, Table("name", "summary", "optimizers", "settings"), row)
-
-
-def _tune_with_progress(config: TuneConfig, run_dir: RunDir, pool, *, resumed: bool) -> dict:
-    plan, optimizer, task = config.schedule, config.optimizer, config.task
-    with _progress() as progress:
-        gen_bar = progress.add_task("generations", total=len(plan.generations))
-        trial_bar = progress.add_task("trials", total=plan.population)
-
-        def on_event(event: str, payload: dict) -> None:
-            if event == "generation":
-                progress.reset(trial_bar, total=payload["population"])
-                progress.update(
-                    trial_bar,
-                    description=f"generation {payload['generation'] + 1}/{payload['of']}: "
-                    f"σ={payload['sigma']:g}, {payload['steps']} steps",
-                )
-            elif event == "trial":
-                progress.advance(trial_bar)
-            elif event == "told":
-                progress.update(gen_bar, completed=payload["generation"] + 1)
-                values = ", ".join(f"{k}={v:.4g}" for k, v in payload["mean"].items())
-                flag = " [yellow](all diverged: mean kept)[/yellow]" if payload["all_diverged"] else ""
-                progress.console.print(
-                    f"generation {payload['generation'] + 1}: best fitness {payload['best_fitness']:.6g}, "
-                    f"elite mean {values}{flag}"
-                )
-
-        try:
-            done = run_tuning(config, run_dir, pool, resume=resumed, progress=on_event)
-        except ValueError as err:
-            progress.stop()
-            fail(str(err))
-        table = Table("hyperparameter", "tuned", "transform", title=f"tuned {optimizer} on {task}")
-        for name, value in done["hyperparameters"].items():
-            table.add_row(name, f"{value:.6g}", done["transforms"][name])
-        console.print(table)
-        console.print(f"wrote {run_dir.hyperparameters_path}")
-    return done
 
 
 @app.command("evaluate")
@@ -500,54 +367,39 @@ def evaluate_command(
     step_scale: StepScaleOpt = 1.0,
     seed: Annotated[int, typer.Option(min=0, help="Job seed: the run seeds derive from it.")] = 0,
     device: DeviceOpt = "cpu",
+    meta_dtype: MetaDtypeOpt = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/evaluation"),
 ) -> None:
     """Run each OPTIMIZER over N seeds at the task's final length; report the paper's window loss."""
-    _check_names(task, optimizer_names)
-    if tuned not in ("paper", "defaults"):
-        fail(f"Invalid tuned: {tuned!r} (allowed: paper | defaults)")
-    if not step_scale > 0:
-        fail(f"Invalid step_scale: {step_scale} (allowed: a number > 0)")
-    from_file: dict[str, tuple[dict[str, float], str]] = {}
-    task_options: dict = {}
+    job = _validated(
+        EvaluateJob,
+        {
+            "task": task,
+            "optimizers": optimizer_names,
+            "tuned": tuned,
+            "seeds": seeds,
+            "steps": steps,
+            "step_scale": step_scale,
+            "seed": seed,
+            "device": device,
+            "meta_dtype": meta_dtype,
+        },
+    )
+    document = None
     if hyperparameters is not None:
         try:
             document = read_json(hyperparameters)
-            from_file[document["optimizer"]] = tuned_values(document, str(hyperparameters))
+            tuned_optimizer = document["optimizer"]
+            lodo.get(tuned_optimizer).check_values(document["hyperparameters"])
         except (OSError, ValueError, KeyError, TypeError) as err:
             fail(f"Invalid hyperparameters file {str(hyperparameters)!r}: {err!r} (allowed: a run's JSON)")
-        if set(from_file) - set(optimizer_names):
-            fail(
-                f"{hyperparameters} holds values for {document['optimizer']!r}: name it among the OPTIMIZERs"
-            )
-        if document.get("task") == task:  # ASHA's tuned batch size, say
-            task_options = dict(document.get("task_options") or {})
-    entries, sources = {}, {}
-    final_runs = schedules.schedule_for(task)  # Table 6 and GA values are halved where it says (§3.5)
-    for name in optimizer_names:
-        if name in from_file:
-            entries[name], sources[name] = from_file[name]
-        else:
-            entries[name], sources[name] = reference_values(task, name, tuned, schedule=final_runs)
-            if tuned == "paper" and sources[name] == "defaults":  # say why the paper has none
-                try:
-                    schedules.paper_values(task, name)
-                except ValueError as err:
-                    fail(f"{err}; use --tuned defaults or --hyperparameters FILE")
-    total = steps if steps is not None else max(2, round(final_runs.final_steps * step_scale))
-    with _make_executor(executor, out, address=ray_address) as pool:
-        _run_evaluation(
-            task,
-            entries,
-            sources,
-            steps=total,
-            seeds=seeds,
-            executor=pool,
-            out_dir=out,
-            job_seed=seed,
-            step_scale=step_scale,
-            task_options=task_options,
-            device=device,
-        )
+        if tuned_optimizer not in optimizer_names:
+            fail(f"{hyperparameters} holds values for {tuned_optimizer!r}: name it among the OPTIMIZERs")
+    ctx = JobContext(RunDir(out), _runtime(executor, ray_address), evaluation_dir=out)
+    results = _run(run_evaluate_job, job, ctx=ctx, tuned=document, tuned_source=str(hyperparameters))
+    for summary in results_tables(results):
+        _print_summary(summary)
+    _reused_note(results, out)
+    console.print(f"wrote {out}/results.json, results.md, curves.png")

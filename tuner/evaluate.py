@@ -1,9 +1,11 @@
 """Final evaluation: N seeds of each optimizer at the task's final length (lodo.md §3.6).
 
 Per optimizer: mean ± population std (ddof 0) of the window loss (evaluations strictly inside
-(0.9M, M)) over the runs that did not diverge, the diverged count, steps/s and the mean of the
-task metrics. Writes ``results.json``, ``results.md``, ``curves.npz`` (every run's full loss
-curve) and ``curves.png`` (median and interquartile band per optimizer, log-scale loss).
+(0.9M, M), or the last one where that is empty: :func:`tuner.summary.window`) over the runs with
+status ok, the diverged and error counts (a run that raised is an error, never a divergence),
+steps/s and the mean of the task metrics. Writes ``results.json``, ``results.md``, ``curves.npz``
+(every run's full loss curve) and ``curves.png`` (median and interquartile band per optimizer,
+log-scale loss).
 
 Each finished run is also kept in ``runs/`` as it finishes (:class:`RunStore`), so an evaluation
 that is killed and started again runs only what is missing.
@@ -24,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from . import ga
+from ._validation import invalid
 from .rundir import read_json, write_array, write_json
-from .summary import summarize, window_mean
+from .summary import PAPER_RULE, summarize, window, window_mean
 from .trial import TrialResult, TrialSpec
 
 CURVE_POINTS = 2000  # results.json keeps curves averaged down to at most this many points
@@ -72,14 +75,16 @@ class RunStore:
             losses = np.load(curve_path).tolist()
         except (OSError, ValueError, KeyError):
             return None
-        return TrialResult(spec=spec, losses=losses, **meta["result"])
+        # status is derived from the other fields (and absent from runs kept before it existed)
+        fields = {k: v for k, v in meta["result"].items() if k != "status"}
+        return TrialResult(spec=spec, losses=losses, **fields)
 
     def save(self, result: TrialResult) -> None:
-        if result.error is not None:
+        if result.status == "error":
             return
         meta_path, curve_path = self._paths(result.spec)
         write_array(curve_path, np.asarray(result.losses, dtype=float))
-        fields = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("spec", "losses")}
+        fields = {k: v for k, v in result.to_dict().items() if k not in ("spec", "losses")}
         write_json(meta_path, {"spec": self._key(result.spec), "result": fields})
 
 
@@ -103,6 +108,24 @@ def _map_missing(executor, specs: list[TrialSpec], runs: RunStore, progress) -> 
     return results, len(specs) - len(missing)  # type: ignore[return-value]
 
 
+def _value_sources(
+    entries: Mapping[str, Mapping[str, float]],
+    sources: Mapping[str, str],
+    value_sources: Mapping[str, Mapping[str, str]],
+) -> dict[str, dict[str, str]]:
+    """Where each value came from, per optimizer: as given, else the optimizer's source."""
+    for name, by_value in value_sources.items():
+        if name not in entries:
+            raise invalid("value_sources optimizer", name, ", ".join(entries))
+        for key in by_value:
+            if key not in entries[name]:
+                raise invalid(f"value_sources hyperparameter of {name}", key, ", ".join(entries[name]))
+    return {
+        name: {key: value_sources.get(name, {}).get(key, sources[name]) for key in values}
+        for name, values in entries.items()
+    }
+
+
 def evaluate(
     task: str,
     entries: Mapping[str, Mapping[str, float]],
@@ -117,11 +140,22 @@ def evaluate(
     step_scale: float = 1.0,
     sources: Mapping[str, str] | None = None,
     progress=None,
+    value_sources: Mapping[str, Mapping[str, str]] | None = None,
+    optimizer_options: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Run every optimizer in ``entries`` (name → hyperparameters) for ``seeds`` runs; runs already
-    kept in ``out_dir/runs`` for the same spec are reused, not run again."""
+    kept in ``out_dir/runs`` for the same spec are reused, not run again.
+
+    ``sources`` says where an optimizer's values came from ("given" by default);
+    ``value_sources`` (optimizer → hyperparameter → source, e.g. "paper Table 6 (halved)") where
+    one value came from elsewhere than the rest; ``optimizer_options`` (optimizer → registry
+    options, e.g. LODO's ``{"meta_dtype": "float32"}``) how each is built.
+    """
     if seeds < 1:
         raise ValueError(f"Invalid seeds: {seeds} (allowed: an integer >= 1)")
+    scored = window(steps)
+    row_sources = {name: (sources or {}).get(name, "given") for name in entries}
+    per_value_sources = _value_sources(entries, row_sources, value_sources or {})
     run_seeds = [ga.evaluation_seed(job_seed, r) for r in range(seeds)]
     specs = [
         TrialSpec(
@@ -132,6 +166,7 @@ def evaluate(
             steps=steps,
             task_options=dict(task_options or {}),
             device=device,
+            optimizer_options=dict((optimizer_options or {}).get(name, {})),
         )
         for name, values in entries.items()
         for s in run_seeds
@@ -141,14 +176,15 @@ def evaluate(
     for spec, res in zip(specs, results, strict=True):
         by_optimizer[spec.optimizer].append(res)
 
-    low, high = math.floor(0.9 * steps) + 1, steps - 1
     document: dict[str, Any] = {
         "task": task,
         "steps": steps,
         "step_scale": step_scale,
-        "window": [low, high],
+        "window": [scored.first, scored.last],
+        "window_rule": scored.rule,
         "seeds": run_seeds,
         "job_seed": job_seed,
+        "task_options": dict(task_options or {}),
         "reused_runs": reused,  # finished before a restart, read back from out_dir/runs
         "optimizers": {},
     }
@@ -157,12 +193,16 @@ def evaluate(
         metric_names = sorted({k for r in runs for k in r.metrics})
         document["optimizers"][name] = {
             "hyperparameters": dict(entries[name]),
-            "source": (sources or {}).get(name, "given"),
+            "source": row_sources[name],
+            "value_sources": per_value_sources[name],
+            "optimizer_options": dict((optimizer_options or {}).get(name, {})),
             "mean": _finite_or_none(summary.mean),
             "std": _finite_or_none(summary.std),
             "diverged": summary.diverged,
+            "errors": summary.errors,
+            "error": next((r.error for r in runs if r.error is not None), None),  # the first, in seed order
             "runs": summary.runs,
-            "steps_per_second": summary.steps_per_second,
+            "steps_per_second": _finite_or_none(summary.steps_per_second),  # None: no run made a step
             "metrics": {
                 k: statistics.fmean([r.metrics[k] for r in runs if k in r.metrics]) for k in metric_names
             },
@@ -170,6 +210,7 @@ def evaluate(
                 {
                     "seed": r.spec.seed,
                     "window_mean": _finite_or_none(window_mean(r.losses, steps)),
+                    "status": r.status,
                     "diverged": r.diverged,
                     "error": r.error,
                     "metrics": r.metrics,
@@ -199,19 +240,57 @@ def markdown_table(document: Mapping[str, Any]) -> str:
         f"# {document['task']}: {len(document['seeds'])} seeds × {document['steps']} evaluations"
         + (f" (step scale {document['step_scale']})" if document["step_scale"] != 1 else ""),
         "",
-        f"| optimizer | loss, evals {low}–{high} (mean ± std) | diverged | steps/s | hyperparameters |",
-        "|---|---|---|---|---|",
+    ]
+    if document["window_rule"] != PAPER_RULE:
+        lines += [f"Window: {document['window_rule']}.", ""]
+    lines += [
+        f"| optimizer | loss, evals {low}–{high} (mean ± std) | diverged | errors | steps/s | source "
+        "| hyperparameters |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, entry in document["optimizers"].items():
-        loss = "diverged" if entry["mean"] is None else f"{entry['mean']:.6g} ± {entry['std']:.2g}"
-        hps = ", ".join(f"{k}={v:.4g}" for k, v in entry["hyperparameters"].items())
-        diverged, rate = f"{entry['diverged']}/{entry['runs']}", f"{entry['steps_per_second']:,.0f}"
-        lines.append(f"| {name} | {loss} | {diverged} | {rate} | {hps} |")
+        runs = entry["runs"]
+        if entry["mean"] is not None:
+            loss = f"{entry['mean']:.6g} ± {entry['std']:.2g}"
+        else:  # no run finished ok with a finite window
+            loss = "diverged" if entry["diverged"] else "error"
+        # a value's own source is shown only where it is not the row's
+        hps = ", ".join(
+            f"{k}={v:.4g}"
+            + (f" ({entry['value_sources'][k]})" if entry["value_sources"][k] != entry["source"] else "")
+            for k, v in entry["hyperparameters"].items()
+        )
+        rate = "–" if entry["steps_per_second"] is None else f"{entry['steps_per_second']:,.0f}"
+        lines.append(
+            f"| {name} | {loss} | {entry['diverged']}/{runs} | {entry['errors']}/{runs} | {rate} "
+            f"| {entry['source']} | {hps} |"
+        )
+    if any(entry["error"] is not None for entry in document["optimizers"].values()):
+        lines += ["", "First error per optimizer:", ""]
+        lines += [
+            f"* {name}: {entry['error']}"
+            for name, entry in document["optimizers"].items()
+            if entry["error"] is not None
+        ]
     return "\n".join(lines) + "\n"
 
 
+def _outcome_note(runs: list[TrialResult]) -> str:
+    """ "3/8 diverged, 1/8 errors", or "" when every run was ok."""
+    diverged = sum(r.status == "diverged" for r in runs)
+    errors = sum(r.status == "error" for r in runs)
+    parts = [f"{diverged}/{len(runs)} diverged"] * bool(diverged) + [f"{errors}/{len(runs)} errors"] * bool(
+        errors
+    )
+    return ", ".join(parts)
+
+
 def plot_curves(by_optimizer: Mapping[str, list[TrialResult]], path: Path, *, title: str) -> None:
-    """Median and interquartile band of the loss per evaluation, log-scale."""
+    """Median and interquartile band of the loss per evaluation, log-scale.
+
+    An optimizer none of whose runs recorded a loss (all errors, say) has no line, only a legend
+    entry saying so; with no losses at all the figure carries a note instead of curves.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -219,8 +298,14 @@ def plot_curves(by_optimizer: Mapping[str, list[TrialResult]], path: Path, *, ti
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     starts, lows = [], []
+    plotted = False
     for name, runs in by_optimizer.items():
-        length = max(len(r.losses) for r in runs)
+        note = _outcome_note(runs)
+        length = max((len(r.losses) for r in runs), default=0)
+        if length == 0:
+            ax.plot([], [], " ", label=f"{name}: no losses" + (f" ({note})" if note else ""))
+            continue
+        plotted = True
         curves = np.full((len(runs), length), np.nan)
         for i, r in enumerate(runs):
             curves[i, : len(r.losses)] = r.losses
@@ -230,18 +315,22 @@ def plot_curves(by_optimizer: Mapping[str, list[TrialResult]], path: Path, *, ti
             q25, q50, q75 = np.nanpercentile(curves, [25, 50, 75], axis=0)
         starts.extend(curves[:, 0][np.isfinite(curves[:, 0])])
         lows.extend(q25[np.isfinite(q25)])
-        diverged = sum(r.diverged for r in runs)
-        label = name + (f" ({diverged}/{len(runs)} diverged)" if diverged else "")
         x = np.arange(1, length + 1)
-        (line,) = ax.plot(x, q50, label=label, linewidth=1.2)
+        (line,) = ax.plot(x, q50, label=f"{name} ({note})" if note else name, linewidth=1.2)
         ax.fill_between(x, q25, q75, color=line.get_color(), alpha=0.25, linewidth=0)
+    if plotted:
+        ax.set_yscale("log")
+    else:  # an empty log axis would show made-up ticks
+        ax.text(0.5, 0.5, "no run recorded a loss", transform=ax.transAxes, ha="center", va="center")
+        ax.set_xticks([])
+        ax.set_yticks([])
     if starts and lows:  # diverging runs would squash everything else: keep them above the frame
         ax.set_ylim(min(lows) / 2, max(starts) * 10)
-    ax.set_yscale("log")
     ax.set_xlabel("loss evaluation")
     ax.set_ylabel("training loss (median, IQR band)")
     ax.set_title(title)
-    ax.legend()
+    if by_optimizer:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

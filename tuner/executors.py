@@ -3,8 +3,9 @@
 Every executor has the same contract (``Executor``): ``map(specs, progress)`` returns one result
 per spec, in the order of ``specs``; ``progress(index, result)`` is called once per trial as it
 finishes (completion order, ``index`` is the spec's position); a trial whose ``run_trial`` raises
-becomes a result with ``diverged=True``, ``error`` set and no losses or metrics, never a crash of
-the whole batch; ``close()`` releases what the executor started (also on leaving a ``with``).
+becomes a result with status ``"error"`` (``error`` set, ``diverged`` False: an exception is not the
+hyperparameters' fault) and no losses or metrics, never a crash of the whole batch; ``close()``
+releases what the executor started (also on leaving a ``with``).
 
 ``LocalExecutor`` runs the trials in this process, one after another. ``RayExecutor`` runs one
 ``ray.remote`` task per shard of ``trials_per_task`` consecutive trials (1 by default: one task
@@ -65,11 +66,11 @@ class Executor(Protocol):
 
 
 def failed_result(spec: TrialSpec, error: str, wall_time: float = 0.0) -> TrialResult:
-    """The result of a trial that raised (or whose worker could not finish it)."""
+    """The result of a trial that raised (or whose worker could not finish it): status ``"error"``."""
     return TrialResult(
         spec=spec,
         losses=[],
-        diverged=True,
+        diverged=False,
         wall_time=wall_time,
         steps_per_second=0.0,
         metrics={},

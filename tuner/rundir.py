@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,35 @@ class RunDir:
     def evaluation_dir(self) -> Path:
         return self.root / "evaluation"
 
+    def claim(self, config: dict[str, Any], *, resume: bool, stored: bool = False) -> bool:
+        """Make this directory the run of ``config``; returns whether it held that run before.
+
+        A new directory gets ``config.json``. One that holds a run is refused unless ``resume``,
+        and then must hold the same ``config`` (else the differing keys are named). ``stored``:
+        a job store holds the job's spec and progress, so its ``config.json`` is rewritten, never
+        read (a lost or corrupt file does not stop the job).
+        """
+        held = self.config_path.exists()
+        if stored:
+            write_json(self.config_path, config)
+            return held
+        if not held:
+            if resume:
+                raise ValueError(f"Cannot resume {self.root}: no config.json there")
+            write_json(self.config_path, config)
+            return False
+        if not resume:
+            raise ValueError(f"{self.root} already holds a run: pass resume to continue it, or another --out")
+        saved = read_json(self.config_path)
+        asked = json.loads(json.dumps(config))  # compare as stored: tuples become lists
+        different = sorted(k for k in {*saved, *asked} if saved.get(k) != asked.get(k))
+        if different:
+            details = ", ".join(f"{k}: saved {saved.get(k)!r}, asked {asked.get(k)!r}" for k in different[:3])
+            raise ValueError(
+                f"Cannot resume {self.root}: it was started with different {different} ({details})"
+            )
+        return True
+
     def generation_path(self, generation: int) -> Path:
         return self.root / "generations" / f"{generation:03d}.json"
 
@@ -81,3 +112,14 @@ class RunDir:
         while self.generation_path(len(out)).exists():
             out.append(read_json(self.generation_path(len(out))))
         return out
+
+
+def versions() -> dict[str, str]:
+    """The versions that produced a document: Python, lodotune and its main libraries."""
+    out = {"python": platform.python_version()}
+    for name in ("lodotune", "torch", "numpy", "ray"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -38,6 +38,9 @@ class TrialSpec:
     optimizer_options: dict[str, str] = field(default_factory=dict)
 
 
+Status = Literal["ok", "diverged", "error"]
+
+
 @dataclass
 class TrialResult:
     spec: TrialSpec
@@ -48,12 +51,29 @@ class TrialResult:
     metrics: dict[str, float]
     error: str | None = None
 
+    @property
+    def status(self) -> Status:
+        """What happened: ``"error"`` (the trial raised or its worker was lost: not the
+        hyperparameters' fault), ``"diverged"`` (a non-finite loss or gradient) or ``"ok"``.
+
+        Derived from ``error`` and ``diverged``, not stored, so results kept before it existed
+        read back with the right status.
+        """
+        if self.error is not None:
+            return "error"
+        return "diverged" if self.diverged else "ok"
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status}
 
 
 class Diverged(Exception):
     """Raised by :func:`train` when a recorded loss is not finite."""
+
+
+class AllTrialsFailed(RuntimeError):
+    """Every trial of a generation (or of a search, or an evaluation) raised: nothing was learnt,
+    so the job fails with the first error rather than report its starting values as tuned."""
 
 
 def build_optimizer(
@@ -140,7 +160,9 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     """Train ``spec.optimizer`` on ``spec.task`` for ``spec.steps`` loss evaluations.
 
     Stops early, marked diverged, on a non-finite loss or when an optimizer refuses a
-    non-finite gradient (LODO's FloatingPointError). The optimizer's seed is the trial seed.
+    non-finite gradient (LODO's FloatingPointError). Any other exception (missing data, an
+    unknown hyperparameter, OOM) propagates: executors turn it into a result with status
+    ``"error"``, not ``"diverged"``. The optimizer's seed is the trial seed.
     """
     if spec.steps < 1:
         raise ValueError(f"Invalid steps: {spec.steps} (allowed: an integer >= 1)")

@@ -1,5 +1,6 @@
 """The driver's evaluation job reads what it re-runs from the store: the values and the task
-options of the job it names (``from_job``), halved for final runs where the task's schedule says.
+options of the job it names (``from_job``); given values run as given (the halving of Table 6
+values for image generation is tested on the plan, tests/tuner/test_final.py: no MNIST here).
 And what a killed driver leaves behind is cleaned up."""
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from pathlib import Path
 import pytest
 
 import lodo
-from api.driver import Driver
+from api.driver import Driver, StoreSink
 from api.launchers import kill_ray_leftovers
-from api.schemas import EvaluateRequest
+from api.schemas import EvaluateRequest, TuneRequest
 from api.settings import Settings
-from api.store import JobStore, migrate
+from api.store import JobStore, json_safe, migrate
+from tuner import events as ev
+from tuner.rundir import RunDir
+from tuner.strategies import AllTrialsFailed
 
 ASHA_DOCUMENT = {
     "strategy": "asha",
@@ -40,7 +44,7 @@ def sqlite_store(tmp_path):
 
 
 def _evaluation_driver(store: JobStore, tmp_path, **body) -> Driver:
-    request = EvaluateRequest.model_validate(body)
+    request = EvaluateRequest.model_validate({"seeds": 1, "steps": 3, **body})
     job, _ = store.create_job(
         kind="evaluate",
         spec=request.model_dump(mode="json"),
@@ -50,7 +54,8 @@ def _evaluation_driver(store: JobStore, tmp_path, **body) -> Driver:
         launcher="queue",
         run_root=tmp_path / "runs",
     )
-    return Driver(store, job, Settings(artifact_dir=tmp_path))
+    store.update(job.id, status="running")
+    return Driver(store, store.get(job.id), Settings(artifact_dir=tmp_path, executor="local"))
 
 
 def _tuned_job(store: JobStore, tmp_path, document: dict) -> str:
@@ -67,54 +72,37 @@ def _tuned_job(store: JobStore, tmp_path, document: dict) -> str:
     return job.id
 
 
+def _stored_results(driver: Driver) -> dict:
+    driver.run()
+    return driver.store.result(driver.job.id, "results")
+
+
 def test_from_job_reuses_the_tuned_values_and_the_batch_size_asha_chose(sqlite_store, tmp_path):
     source = _tuned_job(sqlite_store, tmp_path, ASHA_DOCUMENT)
-    driver = _evaluation_driver(
-        sqlite_store,
-        tmp_path,
-        task="digits-mlp",
-        optimizers=["adam", "sgd"],
-        from_job=source,
-        tuned="defaults",
-    )
-    assert driver.evaluation_entries() == {
-        "adam": (ASHA_DOCUMENT["hyperparameters"], f"job {source}"),
-        "sgd": (lodo.get("sgd").defaults, "defaults"),
+    body = {"task": "digits-mlp", "optimizers": ["adam", "sgd"], "from_job": source, "tuned": "defaults"}
+    results = _stored_results(_evaluation_driver(sqlite_store, tmp_path, **body))
+    adam, sgd = results["optimizers"]["adam"], results["optimizers"]["sgd"]
+    assert (adam["hyperparameters"], adam["source"]) == (ASHA_DOCUMENT["hyperparameters"], f"job {source}")
+    assert (sgd["hyperparameters"], sgd["source"]) == (lodo.get("sgd").defaults, "defaults")
+    assert results["task_options"] == {"batch_size": 400}
+    given = {
+        "task": "digits-mlp",
+        "optimizers": ["adam"],
+        "from_job": source,
+        "task_options": {"batch_size": 50},
     }
-    assert driver.evaluation_task_options() == {"batch_size": 400}
-    given = _evaluation_driver(
-        sqlite_store,
-        tmp_path,
-        task="digits-mlp",
-        optimizers=["adam"],
-        from_job=source,
-        task_options={"batch_size": 50},
-    )
-    assert given.evaluation_task_options() == {"batch_size": 50}  # the request's own options win
-    other_task = _evaluation_driver(
-        sqlite_store, tmp_path, task="uci-energy", optimizers=["adam"], from_job=source
-    )
-    assert other_task.evaluation_task_options() == {}
+    assert _stored_results(_evaluation_driver(sqlite_store, tmp_path, **given))["task_options"] == {
+        "batch_size": 50
+    }  # the request's own options win
+    other = {"task": "uci-energy", "optimizers": ["adam"], "from_job": source}
+    assert _stored_results(_evaluation_driver(sqlite_store, tmp_path, **other))["task_options"] == {}
 
 
-def test_table6_values_are_halved_for_image_generation(sqlite_store, tmp_path):
-    driver = _evaluation_driver(
-        sqlite_store, tmp_path, task="mnist-autoregression", optimizers=["adam", "lodo"]
-    )
-    entries = driver.evaluation_entries()
-    assert entries["adam"] == (
-        {"lr": 0.0009554 / 2, "beta1": 0.9323, "beta2": 0.99505},
-        "paper Table 6 (halved)",
-    )
-    assert entries["lodo"][0]["lr"] == 0.08459 / 2
-    given = _evaluation_driver(
-        sqlite_store,
-        tmp_path,
-        task="mnist-autoregression",
-        optimizers=["adam"],
-        hyperparameters={"adam": {"lr": 0.1}},
-    )
-    assert given.evaluation_entries()["adam"] == ({"lr": 0.1, "beta1": 0.9, "beta2": 0.999}, "given")
+def test_given_values_run_as_given_and_the_rest_at_their_defaults(sqlite_store, tmp_path):
+    body = {"task": "digits-mlp", "optimizers": ["adam"], "hyperparameters": {"adam": {"lr": 0.1}}}
+    adam = _stored_results(_evaluation_driver(sqlite_store, tmp_path, **body))["optimizers"]["adam"]
+    assert (adam["hyperparameters"], adam["source"]) == ({"lr": 0.1, "beta1": 0.9, "beta2": 0.999}, "given")
+    assert adam["value_sources"] == {"lr": "given", "beta1": "default", "beta2": "default"}
 
 
 def _session_members(session: int) -> list[str]:
@@ -153,3 +141,91 @@ def test_a_dead_drivers_ray_leftovers_are_killed_and_nothing_else(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL right after the driver handled an event (nothing after it runs)."""
+
+
+def _tune_driver(store: JobStore, tmp_path, attempt: int, job_id: str | None = None) -> Driver:
+    if job_id is None:
+        request = TuneRequest(
+            task="rosenbrock", optimizer="adam", generations=3, population=4, step_scale=0.1, seeds=1
+        )
+        job, _ = store.create_job(
+            kind="tune",
+            spec=request.model_dump(mode="json"),
+            task="rosenbrock",
+            optimizer="adam",
+            strategy="ga",
+            launcher="queue",
+            run_root=tmp_path / "runs",
+        )
+        job_id = job.id
+    store.start_attempt(job_id, attempt, f"test:{attempt}")
+    return Driver(store, store.get(job_id), Settings(artifact_dir=tmp_path, executor="local"))
+
+
+def test_the_store_holds_a_generation_the_moment_it_finishes_and_a_restart_reads_only_the_store(
+    sqlite_store, tmp_path, monkeypatch
+):
+    checkpoints = []
+
+    class KilledAfterTheFirstGeneration(StoreSink):
+        def __call__(self, event):
+            super().__call__(event)
+            if isinstance(event, ev.Checkpoint):
+                checkpoints.append(event.record)
+                raise _Killed
+
+    monkeypatch.setattr("api.driver.StoreSink", KilledAfterTheFirstGeneration)
+    first = _tune_driver(sqlite_store, tmp_path, attempt=1)
+    with pytest.raises(_Killed):
+        first.run()
+    stored = sqlite_store.generations(first.job.id)
+    assert [row.generation for row in stored] == [0]
+    assert stored[0].record == json_safe(checkpoints[0])  # in the store before anything else ran
+    assert not RunDir(first.job.run_dir).generation_path(0).exists()  # the file comes after
+
+    # the run directory is damaged; the store alone carries the job on
+    run_dir = RunDir(first.job.run_dir)
+    run_dir.config_path.write_text("{not json")
+    monkeypatch.setattr("api.driver.StoreSink", StoreSink)
+    documents = _tune_driver(sqlite_store, tmp_path, attempt=2, job_id=first.job.id).run()
+    assert [row.generation for row in sqlite_store.generations(first.job.id)] == [0, 1, 2]
+    assert sqlite_store.generations(first.job.id)[0].record == stored[0].record
+
+    reference_root = tmp_path / "reference"
+    reference = _tune_driver(sqlite_store, reference_root, attempt=1).run()
+    assert documents["hyperparameters"]["hyperparameters"] == reference["hyperparameters"]["hyperparameters"]
+    assert (
+        sqlite_store.result(first.job.id, "results")["optimizers"]["adam"]["mean"]
+        == (reference["results"]["optimizers"]["adam"]["mean"])
+    )
+
+
+def test_an_all_error_job_fails_with_the_error_through_the_driver(sqlite_store, tmp_path):
+    # no MNIST files here: every trial raises FileNotFoundError when it builds its task
+    request = TuneRequest(
+        task="mnist-autoregression",
+        optimizer="adam",
+        generations=1,
+        population=2,
+        step_scale=0.01,
+        task_options={"data_dir": str(tmp_path / "no-data")},
+    )
+    job, _ = sqlite_store.create_job(
+        kind="tune",
+        spec=request.model_dump(mode="json"),
+        task=request.task,
+        optimizer="adam",
+        strategy="ga",
+        launcher="queue",
+        run_root=tmp_path / "runs",
+    )
+    sqlite_store.start_attempt(job.id, 1, "test:1")
+    driver = Driver(sqlite_store, sqlite_store.get(job.id), Settings(artifact_dir=tmp_path, executor="local"))
+    with pytest.raises(AllTrialsFailed, match="FileNotFoundError: MNIST train images not found"):
+        driver.run()
+    assert sqlite_store.generations(job.id) == []  # nothing was learnt, nothing stored as if it were
+    assert sqlite_store.result(job.id, "hyperparameters") is None

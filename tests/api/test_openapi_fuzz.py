@@ -18,8 +18,9 @@ from schemathesis.checks import not_a_server_error
 import lodo
 import tasks
 from tests.api.conftest import Server
-from tuner.asha import AshaConfig
-from tuner.onepass import OnePassConfig
+from tuner.strategies import STRATEGIES
+from tuner.strategies.asha import AshaConfig
+from tuner.strategies.onepass import OnePassConfig
 
 TOKEN = "fuzz-token"
 
@@ -69,6 +70,7 @@ STRATEGY_OPTIONS = st.dictionaries(
         [
             *(f.name for f in dataclasses.fields(AshaConfig)),
             *(f.name for f in dataclasses.fields(OnePassConfig)),
+            *(name for strategy in STRATEGIES.values() for name in strategy.Options.model_fields),
             "other",
         ]
     ),

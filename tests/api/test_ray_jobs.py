@@ -21,14 +21,13 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
-from api.driver import tune_config
 from api.launchers import RayJobsLauncher
 from api.schemas import TuneRequest
 from api.settings import Settings
 from api.store import JobStore, migrate
-from tuner.executors import LocalExecutor
+from tuner.jobs import run_tune_job
 from tuner.rundir import RunDir
-from tuner.tuning import tune
+from tuner.runtime import JobContext, Runtime
 
 RAY_PORTS = (
     "port",
@@ -171,7 +170,8 @@ def test_a_job_runs_on_the_cluster_once_with_the_in_process_result(cluster_store
     assert done.driver == submission and done.attempt == 1
     mine = [j for j in launcher.client.list_jobs() if (j.metadata or {}).get("lodotune_job") == job.id]
     assert len(mine) == 1
-    reference = tune(tune_config(request.model_dump(mode="json")), RunDir(tmp_path / "ref"), LocalExecutor())
+    ctx = JobContext(RunDir(tmp_path / "ref"), Runtime("local"))
+    reference = run_tune_job(request.model_copy(update={"evaluate": False}), ctx)["hyperparameters"]
     assert store.result(job.id, "hyperparameters")["hyperparameters"] == reference["hyperparameters"]
     assert set(store.result(job.id, "results")["optimizers"]) == {"adam"}
 

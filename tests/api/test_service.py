@@ -12,12 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
-from api.driver import tune_config
+from api.schemas import TuneRequest
 from tests.api.conftest import Server, wait_for
 from tests.api.test_driver import _session_members
-from tuner.executors import LocalExecutor
+from tuner.jobs import run_tune_job
 from tuner.rundir import RunDir, read_json
-from tuner.tuning import tune
+from tuner.runtime import JobContext, Runtime
 
 SMALL_TUNE = {
     "task": "rosenbrock",
@@ -157,7 +157,9 @@ def test_kill_9_mid_job_then_restart_resumes_to_the_uninterrupted_result(serve, 
 
     # the same job, uninterrupted, straight through the tuner
     spec = {**job["spec"]}
-    reference = tune(tune_config(spec), RunDir(tmp_path / "reference"), LocalExecutor())
+    job = TuneRequest.model_validate({**spec, "evaluate": False})
+    ctx = JobContext(RunDir(tmp_path / "reference"), Runtime("local"))
+    reference = run_tune_job(job, ctx)["hyperparameters"]
     assert resumed["hyperparameters"] == reference["hyperparameters"]
     assert resumed["normalized_mean"] == reference["normalized_mean"]
     assert [g["generation"] for g in generations] == [0, 1, 2, 3, 4]
@@ -241,14 +243,52 @@ def test_idempotency_key(serve):
         (
             {**SMALL_TUNE, "task": "mnist"},
             ["body", "task"],
-            "unknown task 'mnist' (allowed: noisy-quadratic-bowl",
+            "Invalid task: 'mnist' (allowed: noisy-quadratic-bowl",
         ),
-        ({**SMALL_TUNE, "optimizer": "adamw"}, ["body", "optimizer"], "unknown optimizer 'adamw'"),
-        ({**SMALL_TUNE, "population": 1}, ["body", "population"], "greater than or equal to 2"),
-        ({**SMALL_TUNE, "generations": 0}, ["body", "generations"], "greater than or equal to 1"),
-        ({**SMALL_TUNE, "baselines": ["sgdx"]}, ["body", "baselines", 0], "unknown optimizer 'sgdx'"),
+        ({**SMALL_TUNE, "optimizer": "adamw"}, ["body", "optimizer"], "Invalid optimizer: 'adamw'"),
+        # the GA's settings, given at the top as before, are checked as its strategy_options
+        (
+            {**SMALL_TUNE, "population": 1},
+            ["body", "strategy_options", "ga", "population"],
+            "greater than or equal to 2",
+        ),
+        (
+            {**SMALL_TUNE, "generations": 0},
+            ["body", "strategy_options", "ga", "generations"],
+            "greater than or equal to 1",
+        ),
+        ({**SMALL_TUNE, "baselines": ["sgdx"]}, ["body", "baselines", 0], "Invalid optimizer: 'sgdx'"),
         ({**SMALL_TUNE, "step_scale": 0}, ["body", "step_scale"], "greater than 0"),
-        ({**SMALL_TUNE, "schedule": "table5"}, ["body", "schedule"], "'code' or 'paper'"),
+        (
+            {**SMALL_TUNE, "schedule": "table5"},
+            ["body", "strategy_options", "ga", "schedule"],
+            "'code' or 'paper'",
+        ),
+        (
+            {"task": "rosenbrock", "optimizer": "adam", "strategy_options": {"population": 4, "sigma": 2}},
+            ["body", "strategy_options", "ga"],
+            "Invalid ga option 'sigma' (allowed: schedule | generations | population",
+        ),
+        (
+            {
+                "task": "digits-mlp",
+                "optimizer": "adam",
+                "strategy": "asha",
+                "strategy_options": {"max_t": "9"},
+            },
+            ["body", "strategy_options", "asha", "max_t"],
+            "Input should be a valid integer",
+        ),
+        (
+            {**SMALL_TUNE, "meta_dtype": "float32"},
+            ["body"],
+            "Invalid meta_dtype: 'float32' is an option of lodo",
+        ),
+        (
+            {**SMALL_TUNE, "optimizer": "lodo", "meta_dtype": "float16"},
+            ["body", "meta_dtype"],
+            "'float32' or",
+        ),
         ({**SMALL_TUNE, "optimizer": "newton"}, ["body"], "'newton' has no hyperparameters to tune"),
         (
             {**SMALL_TUNE, "task_options": {"width": 3}},
@@ -258,13 +298,13 @@ def test_idempotency_key(serve):
         ({**SMALL_TUNE, "devices": "cuda"}, ["body", "devices"], "Extra inputs are not permitted"),
         (
             {"task": "digits-mlp", "strategy": "onepass", "strategy_options": {"tuned": 5}},
-            ["body"],
-            "Invalid tuned: 5 (allowed: a list of",
+            ["body", "strategy_options", "onepass", "tuned"],
+            "Input should be a valid list",
         ),
         (
             {"task": "digits-mlp", "strategy": "onepass", "strategy_options": {"initial": "lr"}},
-            ["body"],
-            "Invalid initial: 'lr' (allowed: an object",
+            ["body", "strategy_options", "onepass", "initial"],
+            "Input should be a valid dictionary",
         ),
     ],
 )
@@ -282,7 +322,7 @@ def test_bad_evaluate_requests_and_lookups(serve_queue):
         json={"task": "rosenbrock", "optimizers": ["adam"], "hyperparameters": {"adam": {"eta": 1}}},
     )
     assert response.status_code == 422
-    assert "unknown hyperparameters ['eta'] for adam (allowed: lr | beta1 | beta2)" in response.text
+    assert "Invalid hyperparameter 'eta' for adam (allowed: lr | beta1 | beta2)" in response.text
     missing = serve_queue.post(
         "/evaluate", json={"task": "rosenbrock", "optimizers": ["adam"], "from_job": "f" * 32}
     )
@@ -381,3 +421,21 @@ def test_jobs_and_status_commands_read_the_service(serve_queue):
     assert missing.exit_code == 2 and "404" in missing.output
     unreachable = CliRunner().invoke(app, ["jobs", "--url", "http://127.0.0.1:9"])
     assert unreachable.exit_code == 2 and "cannot reach" in unreachable.output
+
+
+def test_jobs_whose_every_trial_raises_fail_with_the_error_not_as_divergence(serve, tmp_path):
+    # no MNIST files in the server's data directory: every trial raises when it builds its task
+    server = serve(data_dir=str(tmp_path / "no-data"))
+    tune = {"task": "mnist-autoregression", "optimizer": "adam", "generations": 1, "population": 2}
+    evaluate = {"task": "mnist-autoregression", "optimizers": ["adam"], "seeds": 1, "steps": 2}
+    with server.client() as client:
+        tune_id = client.post("/tune", json={**tune, "step_scale": 0.001, "evaluate": False}).json()["id"]
+        job = wait_for(client, tune_id)
+        assert job["status"] == "failed"
+        assert "every trial of generation 0 raised an error" in job["error"]
+        assert "FileNotFoundError: MNIST train images not found" in job["error"]
+        assert client.get(f"/jobs/{tune_id}/generations").json() == []
+        assert client.get(f"/jobs/{tune_id}/hyperparameters").status_code == 409  # nothing tuned
+        evaluate_id = client.post("/evaluate", json=evaluate).json()["id"]
+        job = wait_for(client, evaluate_id)
+        assert job["status"] == "failed" and "every evaluation run raised an error" in job["error"]

@@ -1,15 +1,20 @@
-"""The registry is the test database: every record builds the class it names and trains."""
+"""The registry is the test database: every record builds the class it names and trains, and its
+flags (``seeded``, ``options``, ``learning_rate``) agree with the class they describe."""
 
 from __future__ import annotations
 
 import inspect
+import json
 
 import pytest
 import torch
 
 import lodo
+from lodo.lodo import LODO
 from tuner.trial import TrialSpec, run_trial
 
+# The issue's list, typed by hand: what the registry must hold. Every other test enumerates the
+# registry itself (ALL), so a new record takes part without being named here twice.
 NAMES = [
     "lodo",
     "lodo-diagonal",
@@ -32,12 +37,37 @@ NAMES = [
     "sfn-series",
 ]
 
+ALL = list(lodo.OPTIMIZERS)
+LODO_FAMILY = [name for name, spec in lodo.OPTIMIZERS.items() if issubclass(spec.resolve(), LODO)]
+
+
+def constructor_arguments(cls) -> set[str]:
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up the MRO (the LODO
+    ablations hand theirs on to LODO's ``__init__``)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names - {"self", "params"}
+
+
+def rosenbrock_values(name):
+    """A step of 1 (LODO's default α) overshoots Rosenbrock's curvature (the tuner finds ~0.3):
+    such a learning rate runs at 0.05, everything else at its default."""
+    spec = lodo.get(name)
+    rate = spec.learning_rate
+    return {rate: 0.05} if rate is not None and spec.defaults[rate] >= 1 else {}
+
 
 def test_registry_holds_exactly_the_issue_names():
     assert list(lodo.OPTIMIZERS) == NAMES
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_record_builds_its_class_with_its_defaults(name):
     spec = lodo.get(name)
     cls = spec.resolve()
@@ -62,22 +92,17 @@ def test_record_builds_its_class_with_its_defaults(name):
             assert signature[h.name].default == h.default, h.name
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_record_runs_a_trial_and_counts_evaluations(name):
-    # α = 1 (the LODO default) overshoots on Rosenbrock's curvature; the tuner finds ~0.3.
-    values = {"lr": 0.05} if name.startswith("lodo") else {}
-    result = run_trial(TrialSpec("rosenbrock", name, values, seed=0, steps=21))
+    result = run_trial(TrialSpec("rosenbrock", name, rosenbrock_values(name), seed=0, steps=21))
     assert not result.diverged, result.error
     assert len(result.losses) == 21
     assert result.metrics["loss"] >= 0
 
 
-@pytest.mark.parametrize(
-    "name", ["lodo", "adam", "momentum", "bfgs", "levenberg-marquardt", "newton", "adamqlr", "sfn-series"]
-)
+@pytest.mark.parametrize("name", ALL)
 def test_record_decreases_rosenbrock(name):
-    values = {"lr": 0.02} if name in ("adam", "momentum") else {}
-    result = run_trial(TrialSpec("rosenbrock", name, values, seed=0, steps=50))
+    result = run_trial(TrialSpec("rosenbrock", name, rosenbrock_values(name), seed=0, steps=50))
     assert result.losses[-1] < result.losses[0]
 
 
@@ -92,18 +117,89 @@ def test_unknown_names_are_clear_errors():
 
 
 def test_describe_is_plain_data():
-    records = lodo.describe()
-    assert [r["name"] for r in records] == NAMES
-    adam = records[NAMES.index("adam")]
-    assert adam["hyperparameters"][0] == {
+    records = {r["name"]: r for r in json.loads(json.dumps(lodo.describe()))}
+    assert list(records) == ALL
+    assert records["adam"]["hyperparameters"][0] == {
         "name": "lr",
         "default": 0.001,
         "kind": "rate",
         "description": "learning rate",
     }
-    assert records[NAMES.index("lbfgs")]["evaluation"] == "gradient-pair"
-    assert records[NAMES.index("adamqlr")]["evaluation"] == "same-batch-outputs"
-    assert records[NAMES.index("sfn-series")]["evaluation"] == "same-batch-loss"
+    assert records["lbfgs"]["evaluation"] == "gradient-pair"
+    assert records["adamqlr"]["evaluation"] == "same-batch-outputs"
+    assert records["sfn-series"]["evaluation"] == "same-batch-loss"
+
+
+def test_describe_lists_seeded_learning_rate_and_options():
+    records = {r["name"]: r for r in lodo.describe()}
+    for name, record in records.items():
+        spec = lodo.get(name)
+        assert (record["seeded"], record["learning_rate"]) == (spec.seeded, spec.learning_rate), name
+        assert record["options"] == {k: list(v) for k, v in spec.options.items()}, name
+    lodo_record = records["lodo"]
+    assert (lodo_record["seeded"], lodo_record["learning_rate"]) == (True, "lr")  # α, not meta_lr
+    assert lodo_record["options"] == {"meta_dtype": ["float64", "float32"]}
+    adam = records["adam"]
+    assert (adam["seeded"], adam["learning_rate"], adam["options"]) == (False, "lr", {})
+    for name in ("levenberg-marquardt", "newton", "adamqlr", "sfn-series"):  # λ / damping is no rate
+        assert records[name]["learning_rate"] is None, name
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_seeded_exactly_when_the_class_takes_a_seed(name):
+    spec = lodo.get(name)
+    assert spec.seeded == ("seed" in constructor_arguments(spec.resolve()))
+
+
+def test_the_seeded_records_are_the_lodo_family():
+    # guards the test above against a helper that finds no seed anywhere
+    assert [name for name in ALL if lodo.get(name).seeded] == LODO_FAMILY
+    assert LODO_FAMILY == [
+        "lodo",
+        "lodo-diagonal",
+        "lodo-global",
+        "lodo-residuals",
+        "lodo-no-momentum",
+        "lodo-sgd",
+    ]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_options_are_constructor_arguments(name):
+    spec = lodo.get(name)
+    assert set(spec.options) <= constructor_arguments(spec.resolve())
+
+
+def meta_dtypes(opt):
+    return {v.dtype for v in opt.meta_state.values() if torch.is_tensor(v) and v.is_floating_point()}
+
+
+@pytest.mark.parametrize("name", LODO_FAMILY)
+def test_meta_dtype_option_sets_the_dtype_of_the_lodo_meta_state(name):
+    spec = lodo.get(name)
+    for choice, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+        x = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
+        opt = spec.build([x], **spec.check_options({"meta_dtype": choice}), seed=0)
+        x.grad = torch.ones_like(x)
+        opt.step()
+        opt.step()
+        assert meta_dtypes(opt) == {dtype}, choice  # θ, momentum, buffers and meta slots
+        assert x.dtype == torch.float64 and bool(torch.isfinite(x).all())
+    x = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
+    assert meta_dtypes(spec.build([x], seed=0)) == {torch.float64}  # the authors' default
+
+
+@pytest.mark.parametrize("name", LODO_FAMILY)
+def test_meta_dtype_float16_is_refused(name):
+    with pytest.raises(ValueError, match=r"^Invalid meta_dtype: 'float16' \(allowed: float64 \| float32\)$"):
+        lodo.get(name).check_options({"meta_dtype": "float16"})
+
+
+@pytest.mark.parametrize("name", [name for name in ALL if not lodo.get(name).options])
+def test_records_without_options_refuse_any(name):
+    with pytest.raises(ValueError, match=rf"^Invalid option 'meta_dtype' for {name} \(allowed: none\)$"):
+        lodo.get(name).check_options({"meta_dtype": "float32"})
+    assert lodo.get(name).check_options({}) == {}
 
 
 def test_series_integers_from_a_tuner():

@@ -1,11 +1,14 @@
 """schedules/: transforms against hand values, search spaces against lodo.md §3.1, shipped
-schedules against the §3.3 / §3.6 tables typed in here by hand, halving (§3.5), and bad files."""
+schedules against the §3.3 / §3.6 tables typed in here by hand, halving (§3.5) and Table 6
+(§5.1) against the data file read here with json, and bad files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+from importlib import resources
 
 import pytest
 
@@ -14,18 +17,22 @@ import tasks
 from schedules import (
     TRANSFORMS,
     Generation,
+    PaperEntry,
     Schedule,
     SearchSpace,
     apply_halving,
     decode,
     describe_schedules,
     encode,
+    halved_names,
     load_schedule,
     load_space,
+    paper_entry,
     paper_values,
     schedule_for,
     space_for,
 )
+from schedules import paper as paper_module
 
 # lodo.md §3.3, typed from the table.
 BOWL_SIGMA = [3, 3, 3, 3, 2, 1.7, 1.4, 1.2, 0.9, 0.6]
@@ -368,19 +375,69 @@ def test_with_overrides_truncates_or_repeats_the_last_generation():
 
 # ---------------------------------------------------------------- halving
 
+# Table 6 as shipped, read here with json (not through schedules.paper), and the rows with a
+# surviving learning rate. Every learning rate in the registry is called lr — LODO's α included
+# (§3.5: "lr for Adam/RMSprop/Momentum/Yogi/LARS, α (initial_lr) for all LODO variants"); meta_lr,
+# though a rate, is never halved.
+TABLE6_FILE = json.loads(resources.files("schedules").joinpath("data/table6.json").read_text())
+TABLE6 = TABLE6_FILE["values"]
+ROWS = [(task, optimizer) for task, row in TABLE6.items() for optimizer in row]
+ROWS_WITH_LR = [
+    (task, optimizer) for task, optimizer in ROWS if TABLE6[task][optimizer].get("lr") is not None
+]
+WITHOUT_LR = [name for name, spec in lodo.OPTIMIZERS.items() if "lr" not in spec.names]
+IMAGE = "mnist-autoregression"
 
-def test_halving_divides_only_the_first_hyperparameter_on_image_generation():
-    image = schedule_for("mnist-autoregression")
-    table6 = paper_values("mnist-autoregression", "lodo")
-    halved = apply_halving(image, "lodo", table6)
-    assert halved == {"lr": pytest.approx(0.042295), "meta_lr": 7.946e-6, "beta": 0.9343}  # lodo.md §3.8
-    assert table6["lr"] == 0.08459  # not modified
-    assert (
-        apply_halving(image, "adam", {"lr": 0.0009554, "beta1": 0.9323, "beta2": 0.99505})["lr"] == 0.0004777
-    )
-    assert apply_halving(image, "newton", {}) == {}
-    with pytest.raises(ValueError, match=r"no 'lr' to halve"):
-        apply_halving(image, "momentum", {"momentum": 0.9})
+
+def distinct_values(name):
+    """Each of the optimizer's hyperparameters at a value of its own, none a registry default."""
+    return {h: 0.3 + 0.01 * i for i, h in enumerate(lodo.get(name).names)}
+
+
+def test_rows_with_and_optimizers_without_a_learning_rate_are_what_the_paper_and_registry_say():
+    # guards the parametrizations below against selecting nothing
+    assert ("mnist-autoregression", "rmsprop") not in ROWS_WITH_LR and len(ROWS_WITH_LR) == len(ROWS) - 2
+    assert sorted(WITHOUT_LR) == ["adamqlr", "levenberg-marquardt", "newton", "sfn-series"]
+
+
+@pytest.mark.parametrize(("task", "optimizer"), ROWS_WITH_LR)
+def test_image_generation_halves_exactly_the_learning_rate_of_every_table6_row(task, optimizer):
+    row = TABLE6[task][optimizer]
+    # a value lost in extraction (null) stands at the registry default: halving never looks at it
+    values = {k: lodo.get(optimizer).defaults[k] if v is None else v for k, v in row.items()}
+    halved = apply_halving(schedule_for(IMAGE), optimizer, values)
+    assert halved == {**values, "lr": row["lr"] / 2}
+    assert halved_names(schedule_for(IMAGE), optimizer) == ("lr",)
+    assert values["lr"] == row["lr"]  # the input is not modified
+
+
+def test_image_generation_halves_lodo_alpha_to_the_papers_number():
+    halved = apply_halving(schedule_for(IMAGE), "lodo", paper_values(IMAGE, "lodo"))
+    assert halved == {"lr": 0.042295, "meta_lr": 7.946e-6, "beta": 0.9343}  # lodo.md §3.8: α/2 ≈ 0.0423
+
+
+@pytest.mark.parametrize("name", list(lodo.OPTIMIZERS))
+def test_image_generation_halves_the_lr_of_every_registry_optimizer_and_nothing_else(name):
+    values = distinct_values(name)
+    expected = {**values, "lr": values["lr"] / 2} if "lr" in values else values
+    assert apply_halving(schedule_for(IMAGE), name, values) == expected
+    assert halved_names(schedule_for(IMAGE), name) == (("lr",) if "lr" in values else ())
+
+
+@pytest.mark.parametrize("name", WITHOUT_LR)
+def test_optimizers_without_a_learning_rate_keep_every_value_including_the_damping(name):
+    values = distinct_values(name)  # damping, λ₀ of AdamQLR and series SFN; λ of Levenberg–Marquardt
+    assert apply_halving(schedule_for(IMAGE), name, values) == values
+    assert halved_names(schedule_for(IMAGE), name) == ()
+
+
+@pytest.mark.parametrize("name", list(lodo.OPTIMIZERS))
+def test_a_schedule_without_halving_changes_nothing(name):
+    rosenbrock = schedule_for("rosenbrock")
+    assert rosenbrock.halve_first is False
+    values = distinct_values(name)
+    assert apply_halving(rosenbrock, name, values) == values
+    assert halved_names(rosenbrock, name) == ()
 
 
 @pytest.mark.parametrize(
@@ -389,6 +446,113 @@ def test_halving_divides_only_the_first_hyperparameter_on_image_generation():
 def test_no_halving_elsewhere(task):
     values = {"lr": 0.2946, "meta_lr": 0.0001394, "beta": 0.897}
     assert apply_halving(schedule_for(task), "lodo", values) == values
+
+
+def test_halving_refuses_values_without_the_learning_rate_and_unknown_optimizers():
+    with pytest.raises(ValueError, match=r"no 'lr' to halve \(allowed: lr \| momentum\)"):
+        apply_halving(schedule_for(IMAGE), "momentum", {"momentum": 0.9})
+    with pytest.raises(ValueError, match=r"Unknown optimizer 'adamw'"):
+        halved_names(schedule_for("rosenbrock"), "adamw")
+
+
+# ---------------------------------------------------------------- Table 6
+
+
+@pytest.mark.parametrize(("task", "optimizer"), ROWS)
+def test_every_table6_row_names_registry_hyperparameters(task, optimizer):
+    names = lodo.get(optimizer).names
+    assert set(TABLE6[task][optimizer]) <= set(names), names
+
+
+@pytest.mark.parametrize(("task", "optimizer"), ROWS)
+def test_paper_entry_completes_every_row_in_registry_order(task, optimizer):
+    row, spec = TABLE6[task][optimizer], lodo.get(optimizer)
+    entry = paper_entry(task, optimizer)
+    assert list(entry.values) == list(entry.sources) == list(spec.names)
+    for name in spec.names:
+        if row.get(name) is not None:
+            assert (entry.values[name], entry.sources[name]) == (row[name], "paper Table 6")
+        else:
+            assert entry.values[name] == spec.defaults[name]
+            lost = name in row
+            assert entry.sources[name] == ("default (Table 6 lost)" if lost else "default (not in Table 6)")
+    assert entry.lost == tuple(name for name, value in row.items() if value is None)
+
+
+def test_paper_entry_puts_the_default_for_rmsprops_lost_image_generation_lr():
+    entry = paper_entry(IMAGE, "rmsprop")
+    assert entry.values["lr"] == lodo.get("rmsprop").defaults["lr"]
+    assert entry.sources["lr"] == "default (Table 6 lost)"
+    assert entry.values["rho"] == TABLE6[IMAGE]["rmsprop"]["rho"] == 0.002258
+    assert entry.sources["rho"] == entry.sources["momentum"] == "paper Table 6"
+    assert entry.lost == ("lr",)
+    assert entry.note == TABLE6_FILE["notes"]["rmsprop.lr"]  # a note on RMSprop's lr, every task
+    with pytest.raises(ValueError, match=r"lost in extraction: \['lr'\]"):
+        paper_values(IMAGE, "rmsprop")  # the strict form still refuses
+
+
+def test_paper_entry_puts_the_default_for_the_lbfgs_eps_the_table_never_listed():
+    for optimizer in ("lbfgs", "olbfgs"):
+        entry = paper_entry("noisy-quadratic-bowl", optimizer)
+        assert entry.sources == {
+            "lr": "paper Table 6",
+            "tau": "paper Table 6",
+            "eps": "default (not in Table 6)",
+        }
+        assert entry.values["eps"] == lodo.get(optimizer).defaults["eps"]
+        assert entry.values["tau"] == TABLE6["noisy-quadratic-bowl"][optimizer]["tau"]
+        assert (entry.lost, entry.note) == ((), None)
+
+
+def test_paper_entry_notes_apply_to_their_task_and_optimizer_only():
+    notes = TABLE6_FILE["notes"]
+    assert paper_entry(IMAGE, "lodo").note == notes["lodo.meta_lr@mnist-autoregression"]
+    assert paper_entry("rosenbrock", "lodo").note is None
+    assert paper_entry(IMAGE, "lodo-no-momentum").note == notes["lodo-no-momentum@mnist-autoregression"]
+    assert paper_entry("rosenbrock", "rmsprop").note == notes["rmsprop.lr"]
+    assert paper_entry(IMAGE, "adam").note is None
+
+
+def test_every_note_key_names_a_table6_row_and_registry_hyperparameter():
+    # key form <optimizer>[.<hyperparameter>][@<task>]
+    for key in TABLE6_FILE["notes"]:
+        head, _, task = key.partition("@")
+        optimizer, _, name = head.partition(".")
+        tasks_with_row = [t for t, row in TABLE6.items() if optimizer in row]
+        assert (task in tasks_with_row) if task else tasks_with_row, key
+        assert not name or name in lodo.get(optimizer).names, key
+
+
+def test_paper_entry_is_a_value_and_a_fresh_copy():
+    first = paper_entry(IMAGE, "adam")
+    first.values["lr"] = 1.0
+    assert paper_entry(IMAGE, "adam").values["lr"] == TABLE6[IMAGE]["adam"]["lr"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.note = "changed"
+    assert isinstance(first, PaperEntry)
+
+
+@pytest.mark.parametrize("function", [paper_entry, paper_values])
+def test_a_pair_without_a_row_names_the_available_pairs(function):
+    with pytest.raises(
+        ValueError,
+        match=r"^No Table 6 values for rosenbrock/lars \(available: noisy-quadratic-bowl/adam, .*"
+        r"resnet18-cifar10/lodo\)$",
+    ):
+        function("rosenbrock", "lars")
+    with pytest.raises(ValueError, match=r"^No Table 6 values for rosenbrock/adamw"):
+        function("rosenbrock", "adamw")
+
+
+def test_a_row_key_outside_the_registry_is_a_data_error(monkeypatch):
+    table = {"notes": {}, "values": {"rosenbrock": {"adam": {"lr": 0.1, "beta_1": 0.9}}}}
+    monkeypatch.setattr(paper_module, "_table6", lambda: table)
+    with pytest.raises(
+        ValueError,
+        match=r"^Invalid Table 6 hyperparameter of rosenbrock/adam: 'beta_1' "
+        r"\(allowed: lr \| beta1 \| beta2\)$",
+    ):
+        paper_entry("rosenbrock", "adam")
 
 
 # ---------------------------------------------------------------- custom schedule files

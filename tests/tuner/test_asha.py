@@ -16,8 +16,11 @@ import pytest
 import lodo
 import schedules
 from schedules import asha as asha_spaces
-from tuner.asha import AshaConfig, bootstrap_median, tune_asha
+from tuner import events as ev
 from tuner.rundir import RunDir, read_json
+from tuner.runtime import JobContext
+from tuner.strategies.asha import AshaConfig, tune_asha
+from tuner.summary import bootstrap_median
 
 COMMON_KEYS = {"strategy", "task", "optimizer", "hyperparameters", "transforms", "settings", "job_seed"}
 COMMON_KEYS |= {"task_options", "versions"}
@@ -29,9 +32,7 @@ def asha_run(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("asha")
     events = []
     config = AshaConfig("digits-mlp", "momentum", **SMALL, seed=0)
-    document = tune_asha(
-        config, RunDir(root), progress=lambda event, payload: events.append((event, payload))
-    )
+    document = tune_asha(config, JobContext(RunDir(root), emit=events.append))
     return config, document, events, root
 
 
@@ -59,7 +60,8 @@ def test_asha_stops_bad_trials_early(asha_run):
     assert any(s < config.max_t for s in steps)
     assert document["stopped_early"] == sum(r["stopped_early"] for r in document["trials"]) >= 1
     assert document["rungs"] == [4, 16]
-    assert [e for e, _ in events] == ["trial"] * config.num_samples
+    assert [type(e) for e in events] == [ev.PhaseStarted] + [ev.TrialFinished] * config.num_samples
+    assert [e.record for e in events[1:]] == document["trials"]
 
 
 @pytest.mark.parametrize(
@@ -125,10 +127,11 @@ def test_bootstrap_median_is_seeded_and_skips_non_finite_runs():
 KILLED = {"num_samples": 10, "max_t": 300, "grace_period": 25, "report_every": 25}
 _FIRST_ATTEMPT = """
 import sys
-from tuner.asha import AshaConfig, tune_asha
+from tuner.strategies.asha import AshaConfig, tune_asha
 from tuner.rundir import RunDir
+from tuner.runtime import JobContext
 config = AshaConfig("digits-mlp", "momentum", **{killed}, seed=3, num_cpus_per_trial=1)
-tune_asha(config, RunDir(sys.argv[1]))
+tune_asha(config, JobContext(RunDir(sys.argv[1])))
 """
 
 
@@ -154,21 +157,21 @@ def test_a_killed_asha_job_resumes_with_its_finished_trials(ray_session, tmp_pat
 
     config = AshaConfig("digits-mlp", "momentum", **KILLED, seed=3, num_cpus_per_trial=1)
     with pytest.raises(ValueError, match="already holds a run"):
-        tune_asha(config, RunDir(root))
-    with pytest.raises(ValueError, match=r"Invalid resume: .* \(differs in \['seed'\]\)"):
-        tune_asha(AshaConfig("digits-mlp", "momentum", **KILLED, seed=4), RunDir(root), resume=True)
+        tune_asha(config, JobContext(RunDir(root)))
+    with pytest.raises(ValueError, match=r"Cannot resume .*different \['seed'\]"):
+        other = AshaConfig("digits-mlp", "momentum", **KILLED, seed=4)
+        tune_asha(other, JobContext(RunDir(root), resume=True))
     events = []
-    document = tune_asha(
-        config, RunDir(root), resume=True, progress=lambda e, payload: events.append(payload)
-    )
+    document = tune_asha(config, JobContext(RunDir(root), resume=True, emit=events.append))
+    events = [e for e in events if isinstance(e, ev.TrialFinished)]
 
     trials = document["trials"]
     assert len(trials) == KILLED["num_samples"] == len({t["trial_id"] for t in trials})
     assert trials[: len(before_kill)] == before_kill  # kept as they were, not run again
-    assert [p["index"] for p in events] == list(range(len(trials)))  # kept ones reported first
+    assert [e.index for e in events] == list(range(len(trials)))  # kept ones reported first
     assert document["best"]["trial_id"] in {t["trial_id"] for t in trials}
     # the random search went on where it stopped: the configurations an uninterrupted job draws
     # (their draw does not depend on the trial length, so a short job shows them)
     short = dataclasses.replace(config, max_t=4, grace_period=4, report_every=4)
-    whole = tune_asha(short, RunDir(tmp_path / "whole"))
+    whole = tune_asha(short, JobContext(RunDir(tmp_path / "whole")))
     assert sorted(t["seed"] for t in trials) == sorted(t["seed"] for t in whole["trials"])

@@ -55,8 +55,8 @@ def test_evaluate_writes_results_table_and_plot(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["evaluate", "nope", "adam"], "Unknown task 'nope'"),
-        (["evaluate", "rosenbrock", "adamw"], "Unknown optimizer 'adamw'"),
+        (["evaluate", "nope", "adam"], "Invalid task: 'nope' (allowed: "),
+        (["evaluate", "rosenbrock", "adamw"], "Invalid optimizer: 'adamw' (allowed: "),
         (["evaluate", "rosenbrock", "lars"], "No Table 6 values for rosenbrock/lars"),
         (
             ["evaluate", "rosenbrock", "adam", "--hyperparameters", "/nonexistent.json"],
@@ -64,12 +64,22 @@ def test_evaluate_writes_results_table_and_plot(tmp_path):
         ),
         (["evaluate", "rosenbrock", "adam", "--tuned", "tuned"], "Invalid tuned: 'tuned'"),
         (["evaluate", "rosenbrock", "adam", "--step-scale", "0"], "Invalid step_scale: 0.0"),
-        (["tune", "rosenbrock", "adamw"], "Unknown optimizer 'adamw'"),
+        (
+            ["evaluate", "rosenbrock", "adam", "--meta-dtype", "float32"],
+            "Invalid meta_dtype: 'float32' is an",
+        ),
+        (["evaluate", "rosenbrock", "lodo", "--meta-dtype", "float16"], "Invalid meta_dtype: 'float16'"),
+        (["tune", "rosenbrock", "adamw"], "Invalid optimizer: 'adamw' (allowed: "),
         (["tune", "rosenbrock", "adam", "--step-scale", "-1"], "Invalid step_scale"),
-        (["tune", "rosenbrock", "adam", "--schedule", "tabel5"], "Invalid schedule source"),
+        (
+            ["tune", "rosenbrock", "adam", "--schedule", "tabel5"],
+            "Invalid strategy_options.schedule: 'tabel5'",
+        ),
+        (["tune", "rosenbrock", "adam", "--num-samples", "3"], "--num-samples: not options of --strategy ga"),
+        (["tune", "rosenbrock", "adam", "--executor", "dask"], "Invalid executor: 'dask'"),
         (["tune", "rosenbrock", "newton"], "no hyperparameters"),
         (["tune", "rosenbrock", "adam", "--strategy", "pbt"], "Invalid strategy: 'pbt'"),
-        (["tune", "digits-mlp", "--strategy", "asha"], "Missing OPTIMIZER"),
+        (["tune", "digits-mlp", "--strategy", "asha"], "Invalid optimizer: None (strategy asha needs one of"),
         (["tune", "digits-mlp", "lodo", "--strategy", "asha"], "Invalid optimizer for ASHA: 'lodo'"),
         (
             ["tune", "digits-mlp", "adam", "--strategy", "asha", "--max-t", "20", "--grace-period", "40"],
@@ -77,11 +87,24 @@ def test_evaluate_writes_results_table_and_plot(tmp_path):
         ),
         (
             ["tune", "digits-mlp", "adam", "--strategy", "asha", "--reduction-factor", "1"],
-            "Invalid reduction_factor",
+            "Invalid strategy_options.reduction_factor: 1.0",
         ),
-        (["tune", "digits-mlp", "adam", "--strategy", "onepass"], "Invalid optimizer: 'adam'"),
-        (["tune", "digits-mlp", "--strategy", "onepass", "--lookback", "0"], "Invalid lookback: 0"),
-        (["tune", "digits-mlp", "--strategy", "onepass", "--tuned", "beta"], "Invalid tuned: ['beta']"),
+        (
+            ["tune", "digits-mlp", "adam", "--strategy", "onepass"],
+            "Invalid optimizer: strategy onepass tunes its",
+        ),
+        (
+            ["tune", "digits-mlp", "--strategy", "onepass", "--lookback", "0"],
+            "Invalid strategy_options.lookback: 0",
+        ),
+        (
+            ["tune", "digits-mlp", "--strategy", "onepass", "--tuned", "beta"],
+            "Invalid strategy_options.tuned.0: 'beta'",
+        ),
+        (
+            ["tune", "digits-mlp", "--strategy", "onepass", "--resume", "x"],
+            "Invalid resume: strategy onepass cannot",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(args, message):
@@ -141,3 +164,66 @@ def test_installed_console_script_runs():
         pytest.skip("lodotune is not installed in this environment (`make test` installs it)")
     out = subprocess.run([str(exe), "optimizers", "--json"], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)[0]["name"] == "lodo"
+
+
+@pytest.mark.parametrize("flags", [["--steps", "10"], ["--step-scale", "0.05"]])
+def test_short_evaluations_run_and_say_which_window_they_score(tmp_path, flags):
+    result = runner.invoke(
+        app, ["evaluate", "rosenbrock", "adam", "--seeds", "2", *flags, "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["steps"] == 10 and document["window"] == [10, 10]
+    assert document["window_rule"].startswith("last evaluation")
+    adam = document["optimizers"]["adam"]
+    losses = [run["curve"][-1] for run in adam["per_run"]]
+    assert adam["mean"] == pytest.approx(sum(losses) / 2)  # the last evaluation of each run
+    assert "window: last evaluation" in result.output
+
+
+def test_meta_dtype_reaches_lodo_and_is_recorded(tmp_path):
+    args = [
+        "evaluate",
+        "rosenbrock",
+        "lodo",
+        "adam",
+        "--seeds",
+        "1",
+        "--steps",
+        "12",
+        "--meta-dtype",
+        "float32",
+    ]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    optimizers = json.loads((tmp_path / "results.json").read_text())["optimizers"]
+    assert optimizers["lodo"]["optimizer_options"] == {"meta_dtype": "float32"}
+    assert optimizers["adam"]["optimizer_options"] == {}  # only the LODO family takes it
+    tune_args = [
+        "tune",
+        "rosenbrock",
+        "lodo",
+        "--generations",
+        "1",
+        "--population",
+        "2",
+        "--step-scale",
+        "0.05",
+    ]
+    tune_args += [
+        "--meta-dtype",
+        "float32",
+        "--executor",
+        "local",
+        "--no-evaluate",
+        "--out",
+        str(tmp_path / "t"),
+    ]
+    tuned = runner.invoke(app, tune_args)
+    assert tuned.exit_code == 0, tuned.output
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["optimizer_options"] == {
+        "meta_dtype": "float32"
+    }
+    assert json.loads((tmp_path / "t" / "hyperparameters.json").read_text())["optimizer_options"] == {
+        "meta_dtype": "float32"
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -12,6 +13,7 @@ from tuner.executors import (
     RayExecutor,
     _socket_safe_temp_dir,
     make_executor,
+    run_shard,
 )
 from tuner.trial import TrialSpec, run_trial
 
@@ -26,6 +28,19 @@ MIXED = [
 ]
 UNKNOWN_TASK = TrialSpec("no-such-task", "adam", {}, seed=0, steps=5)
 UNKNOWN_HYPERPARAMETER = TrialSpec("rosenbrock", "adam", {"momentum": 0.9}, seed=0, steps=5)
+DIVERGING = TrialSpec("rosenbrock", "momentum", {"lr": 10.0}, seed=0, steps=200)  # inf by evaluation 6
+
+
+def _raising_on_seed_one():
+    """A trial function that raises for seed 1 (a closure: pickled by value, the test module is not
+    importable in a Ray worker)."""
+
+    def trial(spec):
+        if spec.seed == 1:
+            raise MemoryError("CUDA out of memory (simulated)")
+        return run_trial(spec)
+
+    return trial
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +80,18 @@ class TestExecutorContract:
         results = executor.map(specs)
         assert [r.spec for r in results] == specs
         for bad, needle in ((results[1], "Unknown task 'no-such-task'"), (results[2], "'momentum'")):
-            assert bad.diverged and bad.losses == [] and bad.metrics == {}
+            assert bad.status == "error" and not bad.diverged and bad.losses == [] and bad.metrics == {}
             assert bad.error.startswith("ValueError: ") and needle in bad.error
         assert results[0].losses == reference[1].losses and results[0].error is None
         assert results[3].losses == reference[3].losses and results[3].error is None
+
+    def test_an_exception_is_an_error_and_a_non_finite_loss_a_divergence(self, executor):
+        ok, diverged, error = executor.map([MIXED[1], DIVERGING, UNKNOWN_TASK])
+        assert (ok.status, ok.diverged, ok.error) == ("ok", False, None)
+        assert (diverged.status, diverged.diverged, diverged.error) == ("diverged", True, None)
+        assert not math.isfinite(diverged.losses[-1]) and len(diverged.losses) < DIVERGING.steps
+        assert (error.status, error.diverged) == ("error", False)
+        assert "Unknown task 'no-such-task'" in error.error
 
     def test_deterministic_and_equal_to_in_process_results(self, executor, reference):
         first, second = executor.map(MIXED), executor.map(MIXED)
@@ -105,6 +128,16 @@ class TestRay:
         assert [r.spec for r in results] == MIXED
         assert [r.losses for r in results] == [r.losses for r in reference]
 
+    def test_a_trial_function_raising_in_the_worker_is_an_error(self, ray_session):
+        with RayExecutor(trial_fn=_raising_on_seed_one()) as ex:
+            good, bad = ex.map([MIXED[0], MIXED[1]])
+        assert good.status == "ok", good.error
+        assert (bad.status, bad.diverged, bad.error) == (
+            "error",
+            False,
+            "MemoryError: CUDA out of memory (simulated)",
+        )
+
     def test_close_leaves_a_ray_it_did_not_start(self, ray_session):
         RayExecutor().close()
         assert ray_session.is_initialized()
@@ -125,7 +158,8 @@ class TestRay:
         marker = tmp_path / "attempted"
         with RayExecutor(trial_fn=_crash_first_attempt(str(marker)), max_retries=0, trials_per_task=2) as ex:
             results = ex.map(MIXED[1:3])
-        assert all(r.diverged and r.losses == [] and "max_retries=0" in r.error for r in results)
+        assert all(r.status == "error" and not r.diverged for r in results)
+        assert all(r.losses == [] and "max_retries=0" in r.error for r in results)
         assert "WorkerCrashedError" in results[0].error, results[0].error
 
 
@@ -165,6 +199,15 @@ def test_local_executor_takes_a_trial_function():
 
     good, bad = LocalExecutor(trial_fn=fake).map([MIXED[5], MIXED[1]])
     assert good.error is None and bad.error == "RuntimeError: boom"
+    assert (good.status, bad.status, bad.diverged) == ("ok", "error", False)
+
+
+def test_run_shard_turns_an_exception_into_an_error_and_goes_on():
+    bad, diverged, good = run_shard([MIXED[1], DIVERGING, MIXED[5]], _raising_on_seed_one())
+    assert (bad.status, bad.diverged, bad.losses, bad.metrics) == ("error", False, [], {})
+    assert bad.error == "MemoryError: CUDA out of memory (simulated)" and bad.wall_time >= 0
+    assert (diverged.status, good.status) == ("diverged", "ok")
+    assert good.losses == run_trial(MIXED[5]).losses
 
 
 def test_long_temp_dir_is_reached_through_a_short_symlink(tmp_path):

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 import lodo
-from tuner.onepass import (
+from tuner import events as ev
+from tuner.rundir import RunDir
+from tuner.runtime import JobContext
+from tuner.strategies.onepass import (
     OnePassConfig,
     RawHyperparameters,
     implicit_hypergradient,
@@ -16,7 +19,6 @@ from tuner.onepass import (
     sgd_update,
     tune_onepass,
 )
-from tuner.rundir import RunDir
 
 COMMON_KEYS = {"strategy", "task", "optimizer", "hyperparameters", "transforms", "settings", "job_seed"}
 COMMON_KEYS |= {"task_options", "versions"}
@@ -161,13 +163,14 @@ def test_tune_onepass_writes_the_common_document_and_improves_validation(tmp_pat
     config = OnePassConfig(
         "digits-mlp", steps=60, initial={"lr": 0.02, "weight_decay": 1e-4, "momentum": 0.5}, seed=3
     )
-    document = tune_onepass(config, RunDir(tmp_path), progress=lambda e, p: events.append((e, p)))
+    document = tune_onepass(config, JobContext(RunDir(tmp_path), emit=events.append))
     assert set(document) >= COMMON_KEYS
     assert document["strategy"] == "onepass"
     assert set(document["hyperparameters"]) == {"lr", "weight_decay", "momentum"}
     assert all(math.isfinite(v) for v in document["hyperparameters"].values())
     assert document["hyperparameters"] != document["initial"]
-    assert [e for e, _ in events] == ["update"] * 6 and events[-1][1]["of"] == 6
+    assert [type(e) for e in events] == [ev.PhaseStarted] + [ev.Checkpoint] * 6 and events[-1].of == 6
+    assert [e.record for e in events[1:]] == document["trajectory"]
     trajectory = document["trajectory"]
     assert [r["step"] for r in trajectory] == list(range(10, 61, 10))
     assert trajectory[-1]["validation_loss"] < trajectory[0]["validation_loss"]

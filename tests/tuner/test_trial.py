@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
+from fractions import Fraction
 from typing import ClassVar
 
 import pytest
 import torch
 
 import lodo
+import tasks
 from lodo.registry import OptimizerSpec
 from tasks.base import OutputBatch
-from tuner.summary import summarize, window_mean
-from tuner.trial import TrialSpec, run_trial
+from tuner.executors import failed_result
+from tuner.summary import PAPER_RULE, Window, summarize, window, window_mean
+from tuner.trial import TrialResult, TrialSpec, build_optimizer, run_trial
+
+ROSENBROCK = TrialSpec("rosenbrock", "adam", {"lr": 0.01}, seed=0, steps=20)
 
 
 def test_window_is_strictly_inside_point_nine_m_and_m():
@@ -23,13 +27,67 @@ def test_window_is_strictly_inside_point_nine_m_and_m():
     assert window_mean([*losses[:185], math.nan, *losses[186:]], 200) == math.inf
 
 
-def test_summary_uses_population_std_and_counts_diverged():
-    def fake(losses):
-        return SimpleNamespace(losses=losses, steps_per_second=1.0, wall_time=1.0)
+def test_window_is_the_papers_where_it_is_not_empty():
+    assert window(200) == Window(181, 199, PAPER_RULE)
+    assert window(11) == Window(10, 10, PAPER_RULE)  # 9.9 < 10 < 11
+    assert window(20) == Window(19, 19, PAPER_RULE)
+    for total in range(11, 3001):  # exactly the integers strictly inside (0.9·M, M)
+        w = window(total)
+        assert w.first - 1 <= Fraction(9, 10) * total < w.first <= w.last == total - 1
 
-    runs = [fake([1.0] * 20), fake([3.0] * 20), fake([math.inf] * 20)]
-    s = summarize("x", runs, 20)
-    assert (s.mean, s.std, s.diverged, s.runs) == (2.0, 1.0, 1, 3)
+
+@pytest.mark.parametrize("total", [1, 2, 9, 10])
+def test_an_empty_window_falls_back_to_the_last_evaluation_and_says_so(total):
+    w = window(total)
+    assert (w.first, w.last) == (total, total)
+    assert w.rule == (
+        "last evaluation (the paper's window, evaluations strictly inside (0.9·M, M), "
+        f"is empty for M = {total})"
+    )
+    losses = [float(i) for i in range(1, total + 1)]
+    assert window_mean(losses, total) == total
+    assert window_mean(losses[:-1], total) == math.inf  # stopped before its last evaluation
+
+
+def test_window_mean_of_a_hand_made_curve():
+    losses = [float(i) for i in range(1, 21)]
+    assert window_mean(losses, 20) == 19.0  # only evaluation 19 is strictly inside (18, 20)
+    assert window_mean(losses[:11], 11) == 10.0
+    assert window_mean([7.0], 1) == 7.0
+
+
+@pytest.mark.parametrize("total", [0, -3, 2.5, True])
+def test_window_of_a_bad_step_count(total):
+    with pytest.raises(ValueError, match=r"Invalid steps: .* \(allowed: an integer >= 1\)"):
+        window(total)
+
+
+def _result(losses, *, diverged=False, error=None):
+    return TrialResult(
+        ROSENBROCK, losses, diverged, wall_time=1.0, steps_per_second=20.0, metrics={}, error=error
+    )
+
+
+def test_summary_over_ok_runs_with_divergence_and_errors_apart():
+    runs = [
+        _result([1.0] * 200),
+        _result([3.0] * 200),
+        _result([1.0, math.inf], diverged=True),
+        failed_result(ROSENBROCK, "RuntimeError: CUDA out of memory", wall_time=0.5),
+        # every loss finite, yet the sum over evaluations 181…199 overflows: an ok run whose
+        # window mean is +inf
+        _result([1e308] * 200),
+    ]
+    assert [r.status for r in runs] == ["ok", "ok", "diverged", "error", "ok"]
+    s = summarize("x", runs, 200)
+    assert (s.mean, s.std, s.runs, s.diverged, s.errors) == (2.0, 1.0, 5, 2, 1)
+    assert s.steps_per_second == 20.0  # the error's time to its exception is no rate
+
+
+def test_summary_of_runs_that_all_raised():
+    s = summarize("x", [failed_result(ROSENBROCK, "OSError: no data")] * 3, 20)
+    assert (s.mean, s.runs, s.diverged, s.errors) == (math.inf, 3, 0, 3)
+    assert math.isnan(s.std) and math.isnan(s.steps_per_second)
 
 
 def test_same_seed_same_curve_and_lodo_seed_matters():
@@ -42,9 +100,19 @@ def test_same_seed_same_curve_and_lodo_seed_matters():
 
 def test_divergence_stops_early_and_is_marked():
     result = run_trial(TrialSpec("rosenbrock", "momentum", {"lr": 10.0}, seed=0, steps=200))
-    assert result.diverged
+    assert result.diverged and result.status == "diverged" and result.error is None
     assert len(result.losses) < 200
     assert not math.isfinite(result.losses[-1])
+
+
+def test_status_is_derived_and_in_the_dict():
+    ok = run_trial(ROSENBROCK)
+    assert ok.status == "ok" and ok.to_dict()["status"] == "ok"
+    assert _result([], diverged=True, error="lost worker").status == "error"  # an error wins
+    failed = failed_result(ROSENBROCK, "ValueError: bad value")
+    assert (failed.status, failed.diverged, failed.to_dict()["status"]) == ("error", False, "error")
+    with pytest.raises(AttributeError):
+        ok.status = "diverged"  # read-only: it follows error and diverged
 
 
 def test_bad_step_count():
@@ -91,3 +159,17 @@ def test_same_batch_closure_re_evaluates_the_task_batch(monkeypatch):
     assert len({first for first, _, _ in _Probe.seen}) == 3  # a fresh minibatch per step
     batch = _Probe.seen[0][2]
     assert isinstance(batch, OutputBatch) and batch.loss == "cross-entropy" and len(batch.inputs) == 50
+
+
+def test_build_optimizer_applies_the_registry_options_and_the_trial_seed():
+    task = tasks.build("rosenbrock", seed=0)
+    lean = build_optimizer(task, "lodo", {}, seed=3, total_steps=10, options={"meta_dtype": "float32"})
+    assert lean.meta_state["theta"].dtype == torch.float32
+    default = build_optimizer(task, "lodo", {}, seed=3, total_steps=10)
+    assert default.meta_state["theta"].dtype == torch.float64
+    again = build_optimizer(task, "lodo", {}, seed=3, total_steps=10)
+    other = build_optimizer(task, "lodo", {}, seed=4, total_steps=10)
+    assert torch.equal(default.meta_state["theta"], again.meta_state["theta"])
+    assert not torch.equal(default.meta_state["theta"], other.meta_state["theta"])
+    with pytest.raises(ValueError, match=r"Invalid option 'meta_dtype' for adam \(allowed: none\)"):
+        build_optimizer(task, "adam", {}, seed=0, total_steps=10, options={"meta_dtype": "float32"})

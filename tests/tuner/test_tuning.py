@@ -14,7 +14,12 @@ import pytest
 import schedules
 from tuner.executors import LocalExecutor, RayExecutor
 from tuner.rundir import RunDir
-from tuner.tuning import TuneConfig, tune
+from tuner.runtime import JobContext
+from tuner.strategies.ga import TuneConfig, tune
+
+
+def _ctx(root, executor=None, **fields) -> JobContext:
+    return JobContext(RunDir(root), executor_override=executor or LocalExecutor(), **fields)
 
 
 def small_config(optimizer="adam", generations=3, population=6, seed=7, scale=0.1):
@@ -25,7 +30,7 @@ def small_config(optimizer="adam", generations=3, population=6, seed=7, scale=0.
 def test_tune_writes_every_generation_and_the_hyperparameters(tmp_path):
     config = small_config()
     events = []
-    document = tune(config, RunDir(tmp_path), LocalExecutor(), progress=lambda e, p: events.append(e))
+    document = tune(config, _ctx(tmp_path, emit=lambda e: events.append(type(e).__name__)))
     gens = RunDir(tmp_path).finished_generations()
     assert [g["generation"] for g in gens] == [0, 1, 2]
     first = gens[0]
@@ -38,20 +43,21 @@ def test_tune_writes_every_generation_and_the_hyperparameters(tmp_path):
     assert document["transforms"] == {"lr": "log", "beta1": "log1m", "beta2": "log1m"}
     assert document["schedule"]["step_scale"] == pytest.approx(0.1)
     assert "torch" in document["versions"]
-    assert events.count("generation") == 3 and events.count("trial") == 18 and events.count("told") == 3
+    assert events.count("GenerationStarted") == 3 and events.count("TrialFinished") == 18
+    assert events.count("Checkpoint") == 3
     # The tuned set is the last elite mean, decoded.
     assert document["hyperparameters"] == pytest.approx(gens[-1]["elite_mean"]["values"])
 
 
 def test_existing_run_needs_resume_and_resume_refuses_another_job(tmp_path):
-    tune(small_config(generations=1), RunDir(tmp_path), LocalExecutor())
+    tune(small_config(generations=1), _ctx(tmp_path))
     with pytest.raises(ValueError, match="already holds a run"):
-        tune(small_config(generations=1), RunDir(tmp_path), LocalExecutor())
+        tune(small_config(generations=1), _ctx(tmp_path))
     other = small_config(optimizer="momentum", generations=1)
     with pytest.raises(ValueError, match=r"Cannot resume .*different \['optimizer'"):
-        tune(other, RunDir(tmp_path), LocalExecutor(), resume=True)
+        tune(other, _ctx(tmp_path, resume=True))
     with pytest.raises(ValueError, match=r"no config\.json"):
-        tune(small_config(), RunDir(tmp_path / "empty"), LocalExecutor(), resume=True)
+        tune(small_config(), _ctx(tmp_path / "empty", resume=True))
 
 
 def _tune_command(*, out: Path | None = None, resume: Path | None = None) -> list[str]:
@@ -95,7 +101,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
 
 def test_local_and_ray_executors_tune_to_identical_values(tmp_path, ray_session):
     config = small_config(optimizer="lodo", generations=2, population=4)
-    local = tune(config, RunDir(tmp_path / "local"), LocalExecutor())
+    local = tune(config, _ctx(tmp_path / "local"))
     with RayExecutor() as executor:
-        remote = tune(config, RunDir(tmp_path / "ray"), executor)
+        remote = tune(config, _ctx(tmp_path / "ray", executor))
     assert local["hyperparameters"] == remote["hyperparameters"]

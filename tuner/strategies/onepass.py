@@ -29,20 +29,26 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 import tasks as task_registry
 from tasks.registry import spec as task_spec
 
-from . import ga
-from ._validation import check_int_at_least, invalid
-from .asha import bootstrap_median
-from .rundir import RunDir, write_json
-from .tuning import _versions
+from .. import events as ev
+from .. import final, ga
+from .._validation import check_int_at_least, invalid
+from ..rundir import versions, write_json
+from ..summary import bootstrap_median
+from .base import StrategyOptions, Summary
+
+if TYPE_CHECKING:
+    from ..runtime import JobContext
+    from ..specs import TuneJob
 
 HYPERPARAMETERS: tuple[str, ...] = ("lr", "weight_decay", "momentum")
 TRANSFORMS = {"lr": "log10", "weight_decay": "log10", "momentum": "logit"}
@@ -51,11 +57,6 @@ LOGIT_LIMIT = 10.0  # μ ≤ sigmoid(10) ≈ 0.99995
 # §5.3's random initialisation: log10 η ~ U[−6, −1], log10 ξ ~ U[−7, −2], μ ~ U[0, 1]
 INITIAL_RANGES = {"lr": (-6.0, -1.0), "weight_decay": (-7.0, -2.0), "momentum": (0.0, 1.0)}
 _INIT_STREAM = 0x1B
-
-# progress(event, payload): "update" {update, of, step, lr, weight_decay, momentum,
-# training_loss, validation_loss} after every hyperparameter update (lr is the geometric mean
-# over the weights with per_parameter_lr).
-Progress = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -291,11 +292,10 @@ class Episode:
     per_parameter_lr: dict[str, dict[str, float]] | None
 
 
-def run_episode(
-    config: OnePassConfig, *, seed: int | None = None, progress: Progress | None = None
-) -> Episode:
-    """Train ``config.task`` (seeded with ``seed``, default the job seed) once, tuning as it goes."""
-    emit = progress or (lambda event, payload: None)
+def run_episode(config: OnePassConfig, *, seed: int | None = None, emit: ev.EventSink = ev.ignore) -> Episode:
+    """Train ``config.task`` (seeded with ``seed``, default the job seed) once, tuning as it goes;
+    a ``Checkpoint("update")`` after every hyperparameter update (lr: the geometric mean over the
+    weights with per_parameter_lr)."""
     task = task_registry.build(
         config.task, seed=config.seed if seed is None else seed, device=config.device, **config.task_options
     )
@@ -348,7 +348,7 @@ def run_episode(
             "validation_loss": hyper.validation_loss,
         }
         trajectory.append(record)
-        emit("update", {**record, "of": updates})
+        emit(ev.Checkpoint("update", record["update"], updates, record))
     wall = time.perf_counter() - start
     with torch.no_grad():
         for p, w in zip(params, weights, strict=True):
@@ -375,16 +375,17 @@ def run_episode(
     )
 
 
-def tune_onepass(
-    config: OnePassConfig, run_dir: RunDir, *, progress: Progress | None = None
-) -> dict[str, Any]:
+def tune_onepass(config: OnePassConfig, ctx: JobContext) -> dict[str, Any]:
     """Run one one-pass episode with the job seed; returns the hyperparameters document, also
     written to the run dir. ``hyperparameters`` are the values at the end of training (lr: the
-    geometric mean over weights with ``per_parameter_lr``); ``metrics`` those of the trained model."""
-    if run_dir.config_path.exists():
-        raise ValueError(f"{run_dir.root} already holds a run: choose another --out")
-    write_json(run_dir.config_path, config.to_dict())
-    episode = run_episode(config, progress=progress)
+    geometric mean over weights with ``per_parameter_lr``); ``metrics`` those of the trained model.
+    Not resumable: a restarted job (``ctx.history`` given) runs its episode again."""
+    run_dir = ctx.run_dir
+    run_dir.claim(config.to_dict(), resume=False, stored=ctx.history is not None)
+    ctx.emit(
+        ev.PhaseStarted("tuning", "onepass", math.ceil(config.steps / config.update_interval), "updates")
+    )
+    episode = run_episode(config, emit=ctx.emit)
     document = {
         "strategy": "onepass",
         "task": config.task,
@@ -403,7 +404,7 @@ def tune_onepass(
         "job_seed": config.seed,
         "trial_seeds": "the task is seeded with the job seed; the starting values derive from it",
         "task_options": dict(config.task_options),
-        "versions": _versions(),
+        "versions": versions(),
     }
     write_json(run_dir.hyperparameters_path, document)
     return document
@@ -415,7 +416,7 @@ def evaluate_onepass(
     seeds: int,
     out_dir,
     resamples: int = 1000,
-    progress: Callable[[int, Episode], None] | None = None,
+    emit: ev.EventSink = ev.ignore,
 ) -> dict[str, Any]:
     """Repeat the one-pass run from the same starting values on ``seeds`` evaluation seeds (fresh
     initialisation and batch order each) and summarise the final metrics and hyperparameters by
@@ -426,10 +427,11 @@ def evaluate_onepass(
     fixed = dataclasses.replace(config, initial=config.starting_values())
     run_seeds = [ga.evaluation_seed(config.seed, r) for r in range(seeds)]
     episodes = []
+    emit(ev.PhaseStarted("evaluation", "onepass", seeds, "runs"))
     for index, seed in enumerate(run_seeds):
         episodes.append(run_episode(fixed, seed=seed))
-        if progress is not None:
-            progress(index, episodes[-1])
+        status = "diverged" if episodes[-1].diverged else "ok"
+        emit(ev.EvaluationRunFinished(index, seeds, "sgd", seed, status))
     metric_names = sorted({k for e in episodes for k in e.metrics})
     summary = {
         k: bootstrap_median([e.metrics.get(k) for e in episodes], resamples=resamples, seed=config.seed)
@@ -464,14 +466,87 @@ def evaluate_onepass(
     return document
 
 
-def describe() -> dict[str, Any]:
-    """The onepass strategy's settings and defaults (for ``lodotune strategies``)."""
-    defaults = OnePassConfig("digits-mlp")
-    return {
-        "name": "onepass",
-        "summary": "one-pass implicit-differentiation tuning of SGD's lr, weight decay and momentum "
-        "(Clarke et al. 2022, clarke.md §5)",
-        "optimizers": ["sgd (built in: momentum + coupled weight decay)"],
-        "settings": {k: v for k, v in defaults.to_dict().items() if k not in ("strategy", "task")},
-        "unit": "steps count weight updates; one hyperparameter update every update_interval steps",
-    }
+class OnePassOptions(StrategyOptions):
+    """One-pass's settings (clarke.md §5); steps count weight updates."""
+
+    name = "onepass"
+    strategy: Literal["onepass"] = "onepass"
+    steps: int | None = Field(None, ge=1, description="Training steps (default: the task's final length).")
+    update_interval: int = Field(10, ge=1, description="Steps per hyperparameter update.")
+    lookback: int = Field(5, ge=1, description="Neumann series terms.")
+    meta_lr: float = Field(0.05, gt=0, description="The meta-Adam's learning rate.")
+    per_parameter_lr: bool = False
+    tuned: list[Literal["lr", "weight_decay", "momentum"]] = Field(
+        default_factory=lambda: list(HYPERPARAMETERS), min_length=1, description="Hyperparameters to tune."
+    )
+    initial: dict[Literal["lr", "weight_decay", "momentum"], float] = Field(
+        default_factory=dict, description="Starting values; the others are drawn (§5.3)."
+    )
+
+
+class OnePass:
+    """The registry's ``onepass`` entry."""
+
+    name = "onepass"
+    summary_line = (
+        "one-pass implicit-differentiation tuning of SGD's lr, weight decay and momentum "
+        "(Clarke et al. 2022, clarke.md §5)"
+    )
+    Options = OnePassOptions
+    resumable = False
+    tunes_optimizer = False
+
+    def config(self, job: TuneJob) -> OnePassConfig:
+        options: OnePassOptions = job.options
+        settings = options.model_dump(exclude={"strategy"})
+        settings["steps"] = options.steps or final.final_length(job.task, job.step_scale)
+        settings["tuned"] = tuple(settings["tuned"])
+        return OnePassConfig(
+            job.task, **settings, seed=job.seed, task_options=dict(job.task_options), device=job.device
+        )
+
+    def check(self, job: TuneJob) -> None:
+        self.config(job)
+
+    def tune(self, job: TuneJob, ctx: JobContext) -> dict[str, Any]:
+        return tune_onepass(self.config(job), ctx)
+
+    def evaluate(self, job: TuneJob, document: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        """The episode again from the same starting values on ``job.seeds`` seeds (bootstrap medians)."""
+        return evaluate_onepass(self.config(job), seeds=job.seeds, out_dir=ctx.evaluation_path, emit=ctx.emit)
+
+    def summary(self, document: dict[str, Any]) -> Summary:
+        rows = [
+            (name, f"{document['initial'][name]:.6g}", f"{value:.6g}", document["transforms"][name])
+            for name, value in document["hyperparameters"].items()
+        ]
+        flag = " (diverged)" if document["diverged"] else ""
+        metrics = ", ".join(f"{k}={v:.6g}" for k, v in document["metrics"].items())
+        line = f"trained model after {document['steps']} steps: {metrics}{flag}"
+        title = f"one-pass SGD on {document['task']}"
+        return Summary(title, ("hyperparameter", "start", "end", "transform"), rows, [line])
+
+    def results_summary(self, results: dict[str, Any]) -> list[Summary]:
+        rows = [
+            (quantity, f"{s['median']:.6g}", f"{s['bootstrap_mean']:.6g} ± {s['bootstrap_std']:.2g}")
+            for quantity, s in results["summary"].items()
+            if s["median"] is not None
+        ]
+        title = (
+            f"{results['task']}: one-pass over {len(results['seeds'])} seeds ({results['diverged']} diverged)"
+        )
+        return [Summary(title, ("quantity", "median", "bootstrap median (mean ± std)"), rows)]
+
+    def describe(self) -> dict[str, Any]:
+        defaults = OnePassConfig("digits-mlp")
+        return {
+            "name": self.name,
+            "summary": self.summary_line,
+            "optimizers": ["sgd (built in: momentum + coupled weight decay)"],
+            "settings": {k: v for k, v in defaults.to_dict().items() if k not in ("strategy", "task")},
+            "options": OnePassOptions.model_json_schema(),
+            "unit": "steps count weight updates; one hyperparameter update every update_interval steps",
+        }
+
+
+STRATEGY = OnePass()

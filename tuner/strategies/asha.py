@@ -24,20 +24,19 @@ seconds, stopping the trials still running. A trial that meets a non-finite loss
 ``diverged`` with the metric +inf and ends.
 
 The final evaluation (N seeds of the winner) is :func:`tuner.evaluate.evaluate`; the paper's
-summary of it, medians with a bootstrap spread (§2.4), is :func:`bootstrap_summary`.
+summary of it, medians with a bootstrap spread (§2.4), is :func:`tuner.summary.bootstrap_summary`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+from pydantic import Field
 
 import lodo
 import schedules
@@ -45,20 +44,21 @@ import tasks as task_registry
 from schedules import asha as asha_spaces
 from tasks.registry import spec as task_spec
 
-from ._validation import check_int_at_least, invalid
-from .rundir import RunDir, read_json, write_json
-from .trial import Diverged, build_optimizer, train
-from .tuning import _versions
+from .. import events as ev
+from .. import final
+from .._validation import check_int_at_least, invalid
+from ..rundir import versions, write_json
+from ..trial import Diverged, build_optimizer, train
+from .base import AllTrialsFailed, StrategyOptions, Summary
+
+if TYPE_CHECKING:
+    from ..runtime import JobContext
+    from ..specs import TuneJob
 
 Metric = Literal["auto", "validation_loss", "training_loss"]
 METRICS: tuple[str, ...] = ("auto", "validation_loss", "training_loss")
 EXPERIMENT = "asha"  # the Tune experiment's folder under RUN_DIR/tune/
 TRIAL_LOG = "trials.jsonl"  # one line per finished trial, in the order they finish
-
-# progress(event, payload): "trial" {index, of, trial_id, values, task_options, seed, steps, metric,
-# value, stopped_early, diverged, error, last_metrics} once per finished (completed, stopped or
-# failed) trial; index counts trials in the order they finish.
-Progress = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ class AshaConfig:
     num_cpus_per_trial: float = 1.0
     num_gpus_per_trial: float = 0.0
     time_budget_s: float | None = None
+    optimizer_options: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.task not in task_registry.TASK_NAMES:
@@ -112,9 +113,10 @@ class AshaConfig:
         ):
             raise invalid("time_budget_s", budget, "None or a number of seconds > 0")
         task_spec(self.task).resolve_options(self.task_options)
+        lodo.get(self.optimizer).check_options(self.optimizer_options)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "strategy": "asha",
             "task": self.task,
             "optimizer": self.optimizer,
@@ -132,6 +134,9 @@ class AshaConfig:
             "num_gpus_per_trial": self.num_gpus_per_trial,
             "time_budget_s": self.time_budget_s,
         }
+        if self.optimizer_options:  # absent when unset, so older run directories still resume
+            out["optimizer_options"] = dict(self.optimizer_options)
+        return out
 
     def rungs(self) -> list[int]:
         """The steps at which ASHA decides (Ray's formula: grace · rfᵏ below max_t)."""
@@ -194,7 +199,14 @@ def _train(sampled: dict[str, Any], settings: dict[str, Any]) -> None:
         options["batch_size"] = int(sampled["batch_size"])
     seed, max_t, every = int(sampled["seed"]), settings["max_t"], settings["report_every"]
     task = task_registry.build(settings["task"], seed=seed, device=settings["device"], **options)
-    optimizer = build_optimizer(task, settings["optimizer"], values, seed=seed, total_steps=max_t)
+    optimizer = build_optimizer(
+        task,
+        settings["optimizer"],
+        values,
+        seed=seed,
+        total_steps=max_t,
+        options=settings["optimizer_options"],
+    )
     losses: list[float] = []
     reported = 0
 
@@ -242,29 +254,29 @@ def _trial_record(trial, index: int, config: AshaConfig, metric: str, space: sch
     }
 
 
-def tune_asha(
-    config: AshaConfig, run_dir: RunDir, *, progress: Progress | None = None, resume: bool = False
-) -> dict[str, Any]:
+def tune_asha(config: AshaConfig, ctx: JobContext) -> dict[str, Any]:
     """Run the ASHA job; returns the hyperparameters document, also written to the run dir.
 
     Uses the Ray already initialised in this process, or starts a local one (temp dir
     ``RUN_DIR/ray``) and shuts it down at the end. Tune's own files go to ``RUN_DIR/tune/asha``;
-    each finished trial is logged to ``RUN_DIR/trials.jsonl`` as it finishes.
+    each finished trial is logged to ``RUN_DIR/trials.jsonl`` as it finishes and emitted as a
+    ``TrialFinished`` event (``record``: the trial's log line).
 
-    ``resume=True`` continues a killed job in ``run_dir`` (same config, else ValueError) with
-    ``Tuner.restore``: finished trials are kept with their results, the trials that were running
-    start again, the random search draws the configurations it had not drawn yet.
+    ``ctx.resume`` continues a killed job in the run directory (same config, else ValueError)
+    with ``Tuner.restore``: finished trials are kept with their results, the trials that were
+    running start again, the random search draws the configurations it had not drawn yet. Tune's
+    experiment directory is the checkpoint here (the store holds no ASHA state).
     """
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
+    from ..executors import RayExecutor
     from ._asha_log import LIVE_HOOKS, TrialLog, read_trial_log
-    from .executors import RayExecutor
 
-    _claim_run_dir(config, run_dir, resume)
-    emit = progress or (lambda event, payload: None)
+    run_dir, emit = ctx.run_dir, ctx.emit
+    run_dir.claim(config.to_dict(), resume=ctx.resume, stored=ctx.history is not None)
     space = asha_spaces.asha_space(config.optimizer)
     metric = _resolve_metric(config)
     settings = {
@@ -277,14 +289,22 @@ def tune_asha(
         "report_every": config.report_every,
         "metric": metric,
         "threads": max(1, int(config.num_cpus_per_trial)),
+        "optimizer_options": dict(config.optimizer_options),
     }
     log_path = run_dir.root.resolve() / TRIAL_LOG
     experiment = run_dir.root.resolve() / "tune" / EXPERIMENT
 
     def report(record: dict[str, Any]) -> None:
-        emit("trial", {**record, "of": config.num_samples})
+        status = "error" if record["error"] else "diverged" if record["diverged"] else "ok"
+        values = {**record["values"], **record["task_options"]}
+        emit(
+            ev.TrialFinished(
+                record["index"], config.num_samples, status, values, record["error"], record=record
+            )
+        )
 
-    restore = resume and tune.Tuner.can_restore(experiment)
+    emit(ev.PhaseStarted("tuning", "asha", config.num_samples, "trials"))
+    restore = ctx.resume and tune.Tuner.can_restore(experiment)
     if not restore:
         log_path.unlink(missing_ok=True)  # nothing Tune can continue (killed before it saved): start over
     for record in read_trial_log(log_path):  # finished before the restart
@@ -334,7 +354,6 @@ def tune_asha(
         LIVE_HOOKS.pop(str(log_path), None)
         if owner is not None:
             owner.close()
-    best = grid.get_best_result(metric=metric, mode="min", scope="last", filter_nan_and_inf=False)
     trials = read_trial_log(log_path)
     logged = {r["trial_id"] for r in trials}
     for result in grid:  # finished in a killed run after Tune saved its state, before the log line
@@ -348,6 +367,9 @@ def tune_asha(
                 error_file=str(result.error) if result.error else None,
             )
             trials.append(_trial_record(trial, len(trials), config, metric, space))
+    if trials and all(r["error"] for r in trials):
+        raise AllTrialsFailed(f"every ASHA trial raised an error, the first: {trials[0]['error']}")
+    best = grid.get_best_result(metric=metric, mode="min", scope="last", filter_nan_and_inf=False)
     winner = next(r for r in trials if r["trial_id"] == best.metrics["trial_id"])
     hyperparameters = lodo.get(config.optimizer).check_values(winner["values"])
     task_options = {**config.task_options, **winner["task_options"]}
@@ -375,69 +397,104 @@ def tune_asha(
         "trial_seeds": "drawn by Tune's random search seeded with the job seed; stored per trial",
         "task_options": task_options,
         "tune_dir": str(run_dir.root.resolve() / "tune" / EXPERIMENT),
-        "versions": _versions(),
+        "optimizer_options": dict(config.optimizer_options),
+        "versions": versions(),
     }
     write_json(run_dir.hyperparameters_path, document)
     return document
 
 
-def _claim_run_dir(config: AshaConfig, run_dir: RunDir, resume: bool) -> None:
-    """Write the config into a new run dir; on resume, check it is the run dir's own."""
-    if not run_dir.config_path.exists():
-        write_json(run_dir.config_path, config.to_dict())
-        return
-    if not resume:
-        raise ValueError(f"{run_dir.root} already holds a run: choose another --out, or resume it")
-    stored = read_json(run_dir.config_path)
-    asked = json.loads(json.dumps(config.to_dict()))
-    different = sorted(k for k in {*stored, *asked} if stored.get(k) != asked.get(k))
-    if different:
-        raise ValueError(f"Invalid resume: {run_dir.root} holds another ASHA job (differs in {different})")
+class AshaOptions(StrategyOptions):
+    """ASHA's settings (clarke.md §2); steps count loss evaluations."""
+
+    name = "asha"
+    strategy: Literal["asha"] = "asha"
+    num_samples: int = Field(200, ge=1, description="Configurations drawn.")
+    max_t: int | None = Field(None, ge=1, description="Steps per trial (default: the task's final length).")
+    grace_period: int = Field(10, ge=1, description="Steps before the first rung.")
+    reduction_factor: float = Field(4.0, ge=2, description="Keep the best 1/this at each rung.")
+    report_every: int = Field(10, ge=1, description="Steps between reports to Tune.")
+    metric: Metric = "auto"
+    tune_batch_size: bool = True
+    time_budget_s: float | None = Field(None, gt=0, description="Stop the search after this many seconds.")
 
 
-def bootstrap_median(values: Sequence[float], *, resamples: int, seed: int = 0) -> dict[str, float | None]:
-    """The median of ``values`` and the mean ± std of the medians of ``resamples`` bootstrap
-    resamples (with replacement), as clarke.md §2.4 and §5.7 summarise repeated runs.
-    Non-finite values are left out; all None when nothing finite is left."""
-    finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if finite.size == 0:
-        return {"median": None, "bootstrap_mean": None, "bootstrap_std": None, "runs": 0}
-    rng = np.random.default_rng(seed)
-    medians = np.median(rng.choice(finite, size=(resamples, finite.size), replace=True), axis=1)
-    return {
-        "median": float(np.median(finite)),
-        "bootstrap_mean": float(medians.mean()),
-        "bootstrap_std": float(medians.std()),
-        "runs": int(finite.size),
-    }
+class Asha:
+    """The registry's ``asha`` entry."""
 
+    name = "asha"
+    summary_line = "random search with ASHA early stopping on Ray Tune (AdamQLR paper, clarke.md §2)"
+    Options = AshaOptions
+    resumable = True
+    tunes_optimizer = True
 
-def bootstrap_summary(
-    evaluation: Mapping[str, Any], *, resamples: int = 50, seed: int = 0
-) -> dict[str, dict[str, Any]]:
-    """Per optimizer of a :func:`tuner.evaluate.evaluate` document: the bootstrap median of the
-    window loss and of every final metric over the runs (resamples 50, as §2.4)."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, entry in evaluation["optimizers"].items():
-        runs = entry["per_run"]
-        names = sorted({k for r in runs for k in r["metrics"]})
-        out[name] = {
-            "window_loss": bootstrap_median([r["window_mean"] for r in runs], resamples=resamples, seed=seed),
-            **{
-                k: bootstrap_median([r["metrics"].get(k) for r in runs], resamples=resamples, seed=seed)
-                for k in names
-            },
+    def config(self, job: TuneJob) -> AshaConfig:
+        options: AshaOptions = job.options
+        settings = options.model_dump(exclude={"strategy"})
+        settings["max_t"] = options.max_t or final.final_length(job.task, job.step_scale)
+        return AshaConfig(
+            job.task,
+            job.optimizer,
+            **settings,
+            seed=job.seed,
+            task_options=dict(job.task_options),
+            device=job.device,
+            num_cpus_per_trial=job.num_cpus_per_trial,
+            num_gpus_per_trial=job.num_gpus_per_trial,
+            optimizer_options=final.optimizer_options(job.optimizer, job.meta_dtype),
+        )
+
+    def check(self, job: TuneJob) -> None:
+        self.config(job)
+
+    def tune(self, job: TuneJob, ctx: JobContext) -> dict[str, Any]:
+        if ctx.runtime.executor == "ray":
+            ctx.executor()  # joins the runtime's Ray (a cluster, say) before Tune starts its own
+        return tune_asha(self.config(job), ctx)
+
+    def evaluate(self, job: TuneJob, document: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        """``max_t`` steps at the batch size ASHA tuned, nothing halved; then the AdamQLR paper's
+        bootstrap medians (§2.4), also in ``bootstrap.json``."""
+        plan = final.plan_after_tuning(
+            job,
+            document,
+            schedule=None,
+            steps=document["settings"]["max_t"],
+            step_scale=job.step_scale,
+            task_options=dict(document["task_options"]),
+        )
+        return final.run_plan(plan, ctx, bootstrap=True)
+
+    def summary(self, document: dict[str, Any]) -> Summary:
+        rows = [
+            (name, f"{value:.6g}", document["transforms"].get(name, "default (not tuned)"))
+            for name, value in document["hyperparameters"].items()
+        ]
+        rows += [(name, str(value), "choice") for name, value in document["task_options"].items()]
+        best = document["best"]
+        value = "diverged" if best["value"] is None else f"{best['value']:.6g}"
+        errors = sum(bool(t["error"]) for t in document["trials"])
+        line = (
+            f"best {document['metric']} {value} after {best['steps']} steps; "
+            f"{document['stopped_early']}/{len(document['trials'])} trials stopped early"
+            + (f", {errors} raised an error" if errors else "")
+        )
+        title = f"ASHA: {document['optimizer']} on {document['task']}"
+        return Summary(title, ("hyperparameter", "tuned", "drawn from"), rows, [line])
+
+    def results_summary(self, results: dict[str, Any]) -> list[Summary]:
+        return final.results_tables(results)
+
+    def describe(self) -> dict[str, Any]:
+        defaults = AshaConfig("digits-mlp", "adam").to_dict()
+        return {
+            "name": self.name,
+            "summary": self.summary_line,
+            "optimizers": list(asha_spaces.asha_optimizers()),
+            "settings": {k: v for k, v in defaults.items() if k not in ("strategy", "task", "optimizer")},
+            "options": AshaOptions.model_json_schema(),
+            "unit": "max_t, grace_period and report_every count steps (loss evaluations)",
         }
-    return out
 
 
-def describe() -> dict[str, Any]:
-    """The ASHA strategy's settings and defaults (for ``lodotune strategies``)."""
-    defaults = AshaConfig("digits-mlp", "adam").to_dict()
-    return {
-        "name": "asha",
-        "summary": "random search with ASHA early stopping on Ray Tune (AdamQLR paper, clarke.md §2)",
-        "optimizers": list(asha_spaces.asha_optimizers()),
-        "settings": {k: v for k, v in defaults.items() if k not in ("strategy", "task", "optimizer")},
-        "unit": "max_t, grace_period and report_every count steps (loss evaluations)",
-    }
+STRATEGY = Asha()

@@ -1,0 +1,74 @@
+"""The job runner: the one place where a tune or evaluate job becomes work.
+
+``run_tune_job`` and ``run_evaluate_job`` take a typed spec (:mod:`tuner.specs`) and a
+:class:`~tuner.runtime.JobContext` (run directory, runtime, event sink, restart state); the
+command line, the service's driver and the benchmarks are thin adapters around them. A tune job
+is its strategy's ``tune`` (skipped when ``tuned`` is the hyperparameters document of an earlier
+attempt), then, when the job evaluates, the strategy's ``evaluate``. Progress and outcomes go to
+the sink as :mod:`tuner.events`; the documents are also returned and written to the run directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import events as ev
+from .final import plan_for, run_plan
+from .runtime import JobContext
+from .specs import EvaluateJob, TuneJob
+from .strategies import get_strategy
+
+
+def describe_error(err: BaseException) -> str:
+    """An exception in one line for people: its type and message."""
+    message = " ".join(str(err).split())
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+def run_tune_job(job: TuneJob, ctx: JobContext, *, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tune (or take ``tuned``), then evaluate; returns ``{"hyperparameters": …, "results": …}``
+    (no ``results`` when the job does not evaluate)."""
+    strategy = get_strategy(job.strategy)
+    if ctx.resume and ctx.history is None and not strategy.resumable:
+        raise ValueError(
+            f"Invalid resume: strategy {job.strategy} cannot resume a run (it starts again; "
+            f"resumable: {' | '.join(n for n in ('ga', 'asha') if get_strategy(n).resumable)})"
+        )
+    try:
+        if tuned is None:
+            tuned = strategy.tune(job, ctx)
+        ctx.emit(ev.DocumentReady("hyperparameters", tuned))
+        documents = {"hyperparameters": tuned}
+        if job.evaluate:
+            documents["results"] = strategy.evaluate(job, tuned, ctx)
+            ctx.emit(ev.DocumentReady("results", documents["results"]))
+    except Exception as err:
+        ctx.emit(ev.JobFailed(describe_error(err)))
+        raise
+    finally:
+        ctx.close()
+    ctx.emit(ev.JobFinished(documents))
+    return documents
+
+
+def run_evaluate_job(
+    job: EvaluateJob,
+    ctx: JobContext,
+    *,
+    tuned: Mapping[str, Any] | None = None,
+    tuned_source: str = "tuned",
+) -> dict[str, Any]:
+    """N seeds of each of the job's optimizers (``tuned``: a run's hyperparameters document, whose
+    optimizer then runs at its values, labelled ``tuned_source``); returns the results document."""
+    try:
+        plan = plan_for(job, tuned, tuned_source)
+        results = run_plan(plan, ctx)
+        ctx.emit(ev.DocumentReady("results", results))
+    except Exception as err:
+        ctx.emit(ev.JobFailed(describe_error(err)))
+        raise
+    finally:
+        ctx.close()
+    ctx.emit(ev.JobFinished({"results": results}))
+    return results
