@@ -94,7 +94,7 @@ def test_from_job_reuses_the_tuned_values_and_the_batch_size_asha_chose(sqlite_s
     assert _stored_results(_evaluation_driver(sqlite_store, tmp_path, **given))["task_options"] == {
         "batch_size": 50
     }  # the request's own options win
-    other = {"task": "uci-energy", "optimizers": ["adam"], "from_job": source}
+    other = {"task": "rosenbrock", "optimizers": ["adam"], "from_job": source}
     assert _stored_results(_evaluation_driver(sqlite_store, tmp_path, **other))["task_options"] == {}
 
 
