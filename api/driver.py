@@ -8,25 +8,38 @@ moment the runner reports them. The store is the source of truth: a restarted jo
 the generations and documents the store holds (the run directory is rewritten from them, never
 read back), so a job moved to another machine, or whose files were lost or damaged, continues
 with identical seeds and result.
+
+While it runs, a :class:`Heartbeat` thread writes ``jobs.heartbeat_at`` every
+``LODOTUNE_HEARTBEAT_INTERVAL`` seconds: the launchers take a driver whose heartbeat is older than
+``LODOTUNE_HEARTBEAT_TIMEOUT`` for hung. The driver reports the job's outcome itself (succeeded,
+cancelled, or failed with the job's own error in one line, the traceback in its log); a driver that
+ends without reporting one (killed, crashed) is resumed by its launcher as the next attempt.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
 import sys
+import threading
 import traceback
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from tuner import events as ev
 from tuner.jobs import describe_error, run_evaluate_job, run_tune_job
 from tuner.rundir import RunDir
 from tuner.runtime import JobContext, Runtime
 
+from .launchers import alive_path
 from .models import JobRow
-from .schemas import EvaluateRequest, TuneRequest
+from .schemas import STORED_SPEC, EvaluateRequest, TuneRequest
 from .settings import Settings
 from .store import JobStore
 
@@ -35,16 +48,25 @@ class Cancelled(Exception):
     """The job was cancelled while running: stop between trials, keep what is stored."""
 
 
+class Superseded(Cancelled):
+    """This driver's attempt is no longer the job's running one (a launcher took it for lost)."""
+
+
 class StoreSink:
     """The event sink of a job run by the service: writes each event to the store as it happens,
-    and stops the job (raises :class:`Cancelled`) at the next unit of work after a cancel."""
+    and stops the job (raises :class:`Cancelled`) at the next unit of work after a cancel, or
+    (:class:`Superseded`) once ``attempt`` is no longer the job's running attempt."""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
-        self.store, self.job_id = store, job_id
+    def __init__(self, store: JobStore, job_id: str, attempt: int | None = None) -> None:
+        self.store, self.job_id, self.attempt = store, job_id, attempt
 
     def _check_cancel(self) -> None:
         current = self.store.get(self.job_id)
-        if current is None or current.cancel_requested or current.status != "running":
+        if current is None or current.status != "running":
+            raise Superseded
+        if self.attempt is not None and current.attempt != self.attempt:
+            raise Superseded
+        if current.cancel_requested:
             raise Cancelled
 
     def __call__(self, event: ev.Event) -> None:
@@ -82,25 +104,28 @@ class Driver:
 
     def context(self, **resources: float) -> JobContext:
         """A restart continues from what the store holds (nothing, on a first attempt)."""
+        history = [row.record for row in self.store.generations(self.job.id)]
+        if history:
+            print(f"lodotune driver: resuming from {len(history)} stored generation(s)", file=sys.stderr)
         return JobContext(
             self.run_dir,
             self.runtime(),
-            emit=StoreSink(self.store, self.job.id),
+            emit=StoreSink(self.store, self.job.id, attempt=self.job.attempt),
             resume=True,
-            history=[row.record for row in self.store.generations(self.job.id)],
+            history=history,
             **resources,
         )
 
     def run(self) -> dict[str, Any]:
         self.run_dir.root.mkdir(parents=True, exist_ok=True)
         if self.job.kind == "tune":
-            job = TuneRequest.model_validate(self.job.spec)
+            job = TuneRequest.model_validate(self.job.spec, context=STORED_SPEC)
             ctx = self.context(
                 num_cpus_per_trial=job.num_cpus_per_trial, num_gpus_per_trial=job.num_gpus_per_trial
             )
             tuned = self.store.result(self.job.id, "hyperparameters")  # tuned before a restart
             return run_tune_job(job, ctx, tuned=tuned)
-        job = EvaluateRequest.model_validate(self.job.spec)
+        job = EvaluateRequest.model_validate(self.job.spec, context=STORED_SPEC)
         tuned = None
         if job.from_job is not None:
             tuned = self.store.result(job.from_job, "hyperparameters")
@@ -109,11 +134,86 @@ class Driver:
         return run_evaluate_job(job, self.context(), tuned=tuned, tuned_source=f"job {job.from_job}")
 
 
+class Heartbeat:
+    """Writes the job's ``heartbeat_at`` every ``interval`` seconds from a thread of its own, so a
+    driver busy in a long trial still shows it is alive, and a stopped (SIGSTOP) or hung one does
+    not. Once a beat finds its attempt no longer running (a launcher took it for lost and resumed
+    or settled the job), it calls ``on_superseded`` (default: SIGTERM to this process).
+
+    ``alive``: a file touched as often by a second thread that never waits on the store, so the
+    launcher on this host can tell a driver whose beats wait on the store's write lock from a hung
+    one (:func:`api.launchers.alive_path`)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        attempt: int,
+        interval: float,
+        on_superseded: Callable[[], None] | None = None,
+        alive: Path | None = None,
+    ) -> None:
+        self.store, self.job_id, self.attempt, self.interval = store, job_id, attempt, interval
+        self.on_superseded = on_superseded or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+        self.alive = alive
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, name="lodotune-heartbeat", daemon=True)]
+        if alive is not None:
+            self._threads.append(threading.Thread(target=self._touch, name="lodotune-alive", daemon=True))
+
+    def beat(self) -> bool:
+        return self.store.heartbeat(self.job_id, self.attempt)
+
+    def start(self) -> bool:
+        """The first beat now, then one every ``interval``; returns whether the attempt is running."""
+        alive = self.beat()
+        if alive:
+            for thread in self._threads:
+                thread.start()
+        return alive
+
+    def _touch(self) -> None:
+        assert self.alive is not None
+        while True:
+            with contextlib.suppress(OSError):
+                self.alive.touch()
+            if self._stop.wait(self.interval):
+                return
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                alive = self.beat()
+            except Exception as err:  # the store is busy or away: the next beat tries again
+                print(f"lodotune driver: heartbeat failed: {describe_error(err)}", file=sys.stderr)
+                continue
+            if not alive and not self._stop.is_set():
+                print(
+                    f"lodotune driver: attempt {self.attempt} is no longer the running one; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.on_superseded()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=30)
+        if self.alive is not None:
+            with contextlib.suppress(OSError):
+                self.alive.unlink()
+
+
 def _terminate_gracefully(signum, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds `with executor`, so a local Ray shuts down
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one attempt of a job and report its outcome to the store: 0, or 1 after the job's own
+    error (reported as ``failed``). A store error is not the job's: the driver exits without an
+    outcome and its launcher resumes the job as the next attempt."""
     parser = argparse.ArgumentParser(prog="python -m api.driver", description=__doc__)
     parser.add_argument("job_id")
     parser.add_argument("--attempt", type=int, required=True)
@@ -123,26 +223,43 @@ def main(argv: list[str] | None = None) -> int:
     store = JobStore(settings.resolved_database_url)
     job = store.get(args.job_id)
     if job is None:
-        print(f"no job {args.job_id} in {store.url}", file=sys.stderr)
+        print(f"no job {args.job_id} in the store", file=sys.stderr)
         return 2
     if job.attempt != args.attempt or job.status != "running":
         print(f"job {job.id} is {job.status} at attempt {job.attempt}: nothing to do", file=sys.stderr)
         return 0
+    print(
+        f"lodotune driver: job {job.id} attempt {args.attempt} pid {os.getpid()} on {socket.gethostname()}",
+        file=sys.stderr,
+        flush=True,
+    )
+    alive = alive_path(job.run_dir, args.attempt)
+    with contextlib.suppress(OSError):
+        alive.parent.mkdir(parents=True, exist_ok=True)
+    heartbeat = Heartbeat(store, job.id, args.attempt, settings.heartbeat_interval, alive=alive)
+    if not heartbeat.start():
+        print(f"job {job.id} attempt {args.attempt} is no longer running: nothing to do", file=sys.stderr)
+        return 0
     store.update(job.id, driver=job.driver or f"{socket.gethostname()}:{os.getpid()}")
+    outcome, error = "succeeded", None
     try:
         Driver(store, job, settings).run()
+    except Superseded:
+        outcome = "superseded"
     except Cancelled:
-        store.finish(job.id, "cancelled")
-        return 0
+        outcome = "cancelled"
+    except SQLAlchemyError:
+        traceback.print_exc()
+        raise  # the store failed, not the job: no outcome, the launcher retries
     except Exception as err:
-        store.finish(job.id, "failed", error=f"{describe_error(err)}\n{_tail(traceback.format_exc())}")
-        raise
-    store.finish(job.id, "succeeded")
-    return 0
-
-
-def _tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+        traceback.print_exc()  # the whole story goes to the driver's log; the job keeps one line
+        outcome, error = "failed", describe_error(err)
+    finally:
+        heartbeat.stop()  # before the outcome: a beat after it would read as "superseded"
+    if outcome != "superseded":
+        store.finish(job.id, outcome, error=error, attempt=args.attempt)
+    print(f"lodotune driver: job {job.id} attempt {args.attempt} {outcome}", file=sys.stderr, flush=True)
+    return 1 if outcome == "failed" else 0
 
 
 if __name__ == "__main__":

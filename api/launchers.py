@@ -1,16 +1,33 @@
 """Launchers start job drivers and reconcile what they see with the store.
 
-Both share one loop (:meth:`Launcher.reconcile`, run every ``poll_interval`` seconds and after
-each submit or cancel): cancel what was asked to stop, settle jobs whose driver ended, start
-queued jobs while there is room. A job whose driver is gone while the store says ``running``
-(the API or a node died) is put back in the queue and resumes from its last stored generation
-with ``attempt + 1``.
+Both share one loop (:meth:`Launcher.reconcile`, run every ``poll_interval`` seconds, after each
+submit or cancel, and the moment a local driver exits): cancel what was asked to stop, settle jobs
+whose driver ended, start queued jobs while there is room.
+
+Supervision. A driver reports its job's outcome itself (succeeded, cancelled, or failed with the
+job's own error: never retried). A driver that ends without reporting one -- any exit code, any
+signal, SIGKILL (the OOM killer) and SIGTERM included -- or whose heartbeat (``jobs.heartbeat_at``,
+written by the driver every ``heartbeat_interval``) is older than ``heartbeat_timeout`` (its
+process group is then SIGKILLed, which stops a SIGSTOPped driver too) has *vanished*: the job goes
+back to the queue and resumes from its stored generations as ``attempt + 1``, each lost attempt
+recorded in ``jobs.attempts``, until ``max_attempts`` are lost; then it is ``failed`` with every
+attempt's reason. A driver lost because the API process running it stopped is not counted.
+
+Ownership. Any number of API processes may share one store. Each names itself (``host:pid:start
+time``) and a job belongs to one of them at a time through a lease (``lease_owner``,
+``lease_expires_at``): every move of a job -- launch, requeue, settle -- is one compare-and-set
+UPDATE that succeeds only while the job is in the state and attempt it was read in and its lease is
+free, the caller's, expired, or held by an API process known dead (same host, process gone). The
+holder renews its leases every ``lease_ttl / 3`` seconds. A process settles only jobs whose lease
+it may take; for a job launched elsewhere the heartbeat says whether its driver lives (on the same
+host the driver's process is checked too).
 
 * :class:`InProcessLauncher` (the embedded default) runs each driver as a local worker process,
-  at most ``max_concurrent_jobs`` at once, the rest queued. On Linux a driver dies with the API
-  (``PR_SET_PDEATHSIG``) so a restarted API never finds two drivers for one job. Each driver
-  leads a session of its own; once it is gone, whatever of its local Ray is left in that session
-  is killed (Ray reaps its GCS and raylet when the driver is killed, not its agents).
+  at most ``max_concurrent_jobs`` at once per API process, the rest queued. On Linux a driver dies
+  with the API (``PR_SET_PDEATHSIG``). Each driver leads a session of its own; once it is gone,
+  whatever of its local Ray is left in that session is killed (Ray reaps its GCS and raylet when the
+  driver is killed, not its agents). A thread waits on each driver, so it is reaped (no zombie) and
+  its job settled the moment it exits.
 * :class:`QueueOnlyLauncher` stores jobs and runs none (to measure the API alone).
 * :class:`RayJobsLauncher` submits ``python -m api.driver`` to a Ray cluster's Jobs API; the
   submission id is ``lodotune-<job id>-<attempt>``, so submitting twice is harmless.
@@ -22,19 +39,25 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .models import JobRow
+from .models import JobRow, utcnow
 from .settings import Settings
 from .store import JobStore
 
 LOG_TAIL_LINES = 20
 SUBMIT_BATCH = 32  # ray-jobs: submissions per reconcile pass
 TERMINATE_GRACE_SECONDS = 10.0
+DRIVER_START_GRACE_SECONDS = 60.0  # the wait for a driver's first heartbeat (it imports torch first)
+SERVER_STOPPED = "the API process running its driver stopped"  # a loss not counted against the job
 
 
 def _tail(text: str) -> str:
@@ -47,6 +70,7 @@ def driver_environment(settings: Settings) -> dict[str, str]:
         "LODOTUNE_DATABASE_URL": settings.resolved_database_url,
         "LODOTUNE_ARTIFACT_DIR": str(settings.artifact_dir.resolve()),
         "LODOTUNE_EXECUTOR": settings.executor,
+        "LODOTUNE_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval),
     }
     if settings.data_dir is not None:
         env["LODOTUNE_DATA_DIR"] = str(settings.data_dir)
@@ -59,17 +83,117 @@ def driver_command(job_id: str, attempt: int) -> list[str]:
     return ["-m", "api.driver", job_id, "--attempt", str(attempt)]
 
 
+def alive_path(run_dir: str | Path, attempt: int) -> Path:
+    """The file a driver touches every heartbeat interval from a thread that never waits on the
+    store: on one host it tells a driver that waits for the store's write lock (SQLite has one
+    for the whole file: a stopped driver inside a write holds it) from a hung one."""
+    return Path(run_dir) / f".driver-{attempt}.alive"
+
+
+# processes ------------------------------------------------------------------------------------
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of live process ``pid`` (clock ticks after boot); None if gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _pid_alive(pid: int) -> bool:
+    if sys.platform.startswith("linux"):
+        return _process_start(pid) is not None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def api_process_id() -> str:
+    """This API process's name in leases: ``host:pid:start time``, unique among a host's processes."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or uuid.uuid4().hex[:12]}"
+
+
+def _owner_host(owner: str) -> str:
+    return owner.rsplit(":", 2)[0]
+
+
+def owner_dead_here(owner: str, host: str) -> bool:
+    """Whether the API process ``owner`` ran on ``host`` (this one) and is gone."""
+    try:
+        owner_host, pid, start = owner.rsplit(":", 2)
+        pid_number = int(pid)
+    except ValueError:
+        return False
+    if owner_host != host:
+        return False
+    if sys.platform.startswith("linux"):
+        return _process_start(pid_number) != start  # gone, a zombie, or its pid reused
+    return not _pid_alive(pid_number)
+
+
+def _driver_pid(driver: str | None) -> int | None:
+    if driver and driver.startswith("pid "):
+        with contextlib.suppress(ValueError):
+            return int(driver.removeprefix("pid ").split()[0])
+    return None
+
+
+def _is_driver_of(pid: int, job_id: str) -> bool:
+    """Whether ``pid`` is a live driver of ``job_id`` (not a zombie, not a reused pid)."""
+    if not sys.platform.startswith("linux"):
+        return _pid_alive(pid)
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return _process_start(pid) is not None and b"api.driver" in command and job_id.encode() in command
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group ``pid`` leads (a driver and what it started); SIGKILL also ends a
+    stopped (SIGSTOP) process."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def exit_reason(code: int) -> str:
+    """Why a driver that ended with ``code`` (a Popen returncode) did not report an outcome."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the out-of-memory killer?)" if -code == signal.SIGKILL else ""
+        return f"driver killed by {name}{hint}"
+    if code > 128:  # how a shell, and the driver's own SIGTERM handler, report a signal
+        with contextlib.suppress(ValueError):
+            name = signal.Signals(code - 128).name
+            return f"driver ended by {name} (exit code {code}) without reporting an outcome"
+    return f"driver exited with code {code} without reporting an outcome"
+
+
+# the loop -------------------------------------------------------------------------------------
+
+
 class Launcher:
     name = ""
 
     def __init__(self, store: JobStore, settings: Settings) -> None:
         self.store, self.settings = store, settings
+        self.owner = api_process_id()  # this API process, in leases
+        self.host = socket.gethostname()
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-
-    # the loop ---------------------------------------------------------------------------------
+        self._renewed_at = float("-inf")
 
     def start(self) -> None:
         """Recover what a previous API left running, then reconcile in the background."""
@@ -78,7 +202,7 @@ class Launcher:
         self._thread.start()
 
     def wake(self) -> None:
-        """Reconcile now (after a submit or a cancel) rather than at the next poll."""
+        """Reconcile now (after a submit, a cancel, a driver's exit) rather than at the next poll."""
         self._wake.set()
 
     def _loop(self) -> None:
@@ -100,27 +224,131 @@ class Launcher:
 
     def reconcile(self) -> None:
         with self._lock:
-            running = self.store.with_status(("running",), launcher=self.name)
-            for job in running:
+            self._renew_leases()
+            self._reap()
+            for job in self.store.with_status(("running",), launcher=self.name):
                 self._settle_running(job)
             self.store.cancel_queued(launcher=self.name)
-            room = self._room(len(self.store.with_status(("running",), launcher=self.name)))
+            room = self._room()
             if room > 0:
                 for job in self.store.with_status(("queued",), launcher=self.name, limit=room):
                     self._launch(job, job.attempt + 1)
 
-    def _requeue(self, job: JobRow, reason: str) -> None:
-        print(f"lodotune: job {job.id} attempt {job.attempt}: {reason}; resuming", file=sys.stderr)
-        self.store.update(job.id, only_if_status=("running",), status="queued", driver=None)
+    # leases and lost drivers ------------------------------------------------------------------
+
+    def _renew_leases(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._renewed_at >= self.settings.lease_ttl / 3:
+            self.store.renew_leases(self.owner, self.settings.lease_ttl)
+            self._renewed_at = now
+
+    def _may_take(self, job: JobRow) -> tuple[bool, str | None]:
+        """Whether this process may settle or relaunch ``job`` now, and the dead owner (if any)
+        whose unexpired lease it takes over."""
+        owner = job.lease_owner
+        if owner is None or owner == self.owner:
+            return True, None
+        if job.lease_expires_at is None or job.lease_expires_at <= utcnow():
+            return True, None
+        if owner_dead_here(owner, self.host):
+            return True, owner
+        return False, None
+
+    def _claim(self, job: JobRow, steal_from: str | None = None, **fields: Any) -> bool:
+        """Move ``job`` from the state and attempt it was read in (one compare-and-set)."""
+        return self.store.claim(
+            job.id,
+            self.owner,
+            self.settings.lease_ttl,
+            when_status=job.status,
+            when_attempt=job.attempt,
+            steal_from=steal_from,
+            **fields,
+        )
+
+    def _settle(
+        self, job: JobRow, status: str, error: str | None = None, steal_from: str | None = None
+    ) -> bool:
+        return self._claim(
+            job,
+            steal_from,
+            status=status,
+            error=error,
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+
+    def _lose(self, job: JobRow, reason: str, *, charged: bool = True, steal_from: str | None = None) -> bool:
+        """The driver of the running ``job`` is gone without reporting an outcome: resume the job
+        as the next attempt, or fail it once ``max_attempts`` drivers were lost (a cancel asked
+        for meanwhile makes it cancelled). ``charged``: whether this loss counts."""
+        if job.cancel_requested:
+            return self._settle(job, "cancelled", steal_from=steal_from)
+        record = {"attempt": job.attempt, "reason": reason, "charged": charged}
+        record["at"] = utcnow().isoformat(timespec="seconds")
+        records = [*(job.attempts or []), record]
+        last_retry = max((i for i, r in enumerate(records) if r.get("retry")), default=-1)
+        lost = [r for r in records[last_retry + 1 :] if not r.get("retry")]
+        counted = sum(1 for r in lost if r.get("charged", True))
+        limit = self.settings.max_attempts
+        if counted >= limit:
+            reasons = "; ".join(f"attempt {r['attempt']}: {r['reason']}" for r in lost)
+            times = "once" if counted == 1 else f"{counted} times"
+            error = f"Lost its driver {times} (LODOTUNE_MAX_ATTEMPTS={limit}): {reasons}"
+            won = self._claim(
+                job,
+                steal_from,
+                status="failed",
+                error=error,
+                finished_at=utcnow(),
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=records,
+            )
+            then = "giving up"
+        else:
+            won = self._claim(
+                job,
+                steal_from,
+                status="queued",
+                driver=None,
+                heartbeat_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=records,
+            )
+            then = f"resuming as attempt {job.attempt + 1}"
+        if won:
+            print(f"lodotune: job {job.id} attempt {job.attempt}: {reason}; {then}", file=sys.stderr)
+        return won
+
+    def _stale(self, job: JobRow, *, before_first: bool = True) -> str | None:
+        """Why the driver of ``job`` counts as hung (its heartbeat too old), or None."""
+        timeout = self.settings.heartbeat_timeout
+        now = utcnow()
+        if job.heartbeat_at is not None:
+            age = (now - job.heartbeat_at).total_seconds()
+            if age > timeout:
+                return f"driver sent no heartbeat for {age:.0f} s (LODOTUNE_HEARTBEAT_TIMEOUT={timeout:g})"
+            return None
+        since = job.started_at or job.updated_at
+        limit = max(timeout, DRIVER_START_GRACE_SECONDS)
+        if before_first and since is not None and (now - since).total_seconds() > limit:
+            return f"driver sent no first heartbeat within {limit:g} s of its start"
+        return None
 
     # what each launcher supplies ----------------------------------------------------------------
 
-    def _room(self, running: int) -> int:
-        """How many queued jobs to start now, with ``running`` jobs running."""
+    def _room(self) -> int:
+        """How many queued jobs to start now."""
         raise NotImplementedError
 
     def _launch(self, job: JobRow, attempt: int) -> None:
         raise NotImplementedError
+
+    def _reap(self) -> None:
+        """Collect the drivers of this process that ended (no-op where there are none)."""
 
     def _settle_running(self, job: JobRow) -> None:
         """Stop it if cancel was asked; settle it if its driver ended; requeue it if it is gone."""
@@ -156,78 +384,233 @@ def kill_ray_leftovers(session: int) -> int:
     return killed
 
 
+@dataclass
+class _Driver:
+    """A driver this API process started: for ``attempt`` of its job."""
+
+    attempt: int
+    process: subprocess.Popen
+    stopping_since: float | None = None  # monotonic time of the SIGTERM (cancel) or of its job's end
+    lost_reason: str | None = None  # why the watchdog killed it
+
+
 class InProcessLauncher(Launcher):
     name = "inprocess"
 
     def __init__(self, store: JobStore, settings: Settings) -> None:
         super().__init__(store, settings)
-        self._processes: dict[str, subprocess.Popen] = {}
+        self._drivers: dict[str, _Driver] = {}
+        self._watchdog: threading.Thread | None = None
 
-    def _room(self, running: int) -> int:
-        return self.settings.max_concurrent_jobs - running
+    def start(self) -> None:
+        super().start()
+        self._watchdog = threading.Thread(
+            target=self._watch_heartbeats, name="lodotune-watchdog", daemon=True
+        )
+        self._watchdog.start()
 
-    def _log_path(self, job: JobRow) -> Path:
-        return Path(job.run_dir) / f"driver-{job.attempt}.log"
+    def _room(self) -> int:
+        return self.settings.max_concurrent_jobs - len(self._drivers)
 
-    def _launch(self, job: JobRow, attempt: int) -> None:
-        if not self.store.start_attempt(job.id, attempt, driver=None):
+    def reconcile(self) -> None:
+        self.kill_hung()
+        super().reconcile()
+
+    # hung drivers -------------------------------------------------------------------------------
+
+    def _watch_heartbeats(self) -> None:
+        """A thread apart from the reconcile loop, which may wait on the store's write lock (that a
+        stopped driver can hold): it only reads, and kills what hangs."""
+        period = min(1.0, self.settings.heartbeat_timeout / 6)
+        while not self._stop.wait(period):
+            try:
+                self.kill_hung()
+            except Exception as err:  # the next round retries
+                print(f"lodotune: heartbeat watch failed: {type(err).__name__}: {err}", file=sys.stderr)
+
+    def _hung(self, job: JobRow, attempt: int) -> str | None:
+        """Why the local driver of ``attempt`` counts as hung: its heartbeat in the store is too
+        old and so is its liveness file (when it has one), else None."""
+        reason = self._stale(job)
+        if reason is None:
+            return None
+        with contextlib.suppress(OSError):
+            age = time.time() - alive_path(job.run_dir, attempt).stat().st_mtime
+            if age <= self.settings.heartbeat_timeout:
+                return None  # it beats, but its writes wait on the store's lock
+        return reason
+
+    def kill_hung(self) -> None:
+        """SIGKILL the process group of each driver of this process whose heartbeat is too old
+        (reads only; the reconcile loop settles the exit with the reason)."""
+        drivers = dict(self._drivers)
+        if not drivers:
             return
-        job = self.store.get(job.id)
-        log_path = self._log_path(job)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **driver_environment(self.settings)}
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, *driver_command(job.id, attempt)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-                start_new_session=True,  # its Ray's processes share the session: see kill_ray_leftovers
-            )
-        self._processes[job.id] = process
-        self.store.update(job.id, driver=f"pid {process.pid}")
-
-    def _settle_running(self, job: JobRow) -> None:
-        process = self._processes.get(job.id)
-        if process is None:  # started by an earlier API process: its driver died with it
-            if job.driver and job.driver.startswith("pid "):
-                kill_ray_leftovers(int(job.driver.removeprefix("pid ")))
-            self._requeue(job, "driver gone")
-            return
-        code = process.poll()
-        if code is None:
-            if job.cancel_requested:
-                self._terminate(process)
-            return
-        del self._processes[job.id]
-        kill_ray_leftovers(process.pid)
-        current = self.store.get(job.id)
-        if current is None or current.status != "running":
-            return  # the driver settled the job itself
-        if current.cancel_requested:
-            self.store.finish(job.id, "cancelled")
-        else:
-            log = self._log_path(current)
-            text = log.read_text(errors="replace") if log.exists() else ""
-            self.store.finish(job.id, "failed", error=f"driver exited with code {code}\n{_tail(text)}")
+        for job in self.store.with_status(("running",), launcher=self.name):
+            entry = drivers.get(job.id)
+            if entry is None or entry.attempt != job.attempt or entry.lost_reason is not None:
+                continue
+            if entry.process.returncode is not None:
+                continue
+            reason = self._hung(job, entry.attempt)
+            if reason is not None:
+                entry.lost_reason = f"{reason}: hung or stopped, killed"
+                print(f"lodotune: job {job.id} attempt {entry.attempt}: {entry.lost_reason}", file=sys.stderr)
+                _kill_group(entry.process.pid)
 
     @staticmethod
-    def _terminate(process: subprocess.Popen) -> None:
-        process.terminate()
+    def _log_path(job: JobRow, attempt: int | None = None) -> Path:
+        return Path(job.run_dir) / f"driver-{job.attempt if attempt is None else attempt}.log"
+
+    def _launch(self, job: JobRow, attempt: int) -> None:
+        claimed = self._claim(
+            job,
+            status="running",
+            attempt=attempt,
+            driver=None,
+            started_at=utcnow(),
+            heartbeat_at=None,
+            error=None,
+        )
+        if not claimed:
+            return  # another API process took it first
+        job = self.store.get(job.id)
+        log_path = self._log_path(job)
+        env = {**os.environ, **driver_environment(self.settings)}
         try:
-            process.wait(TERMINATE_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    [sys.executable, *driver_command(job.id, attempt)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                    start_new_session=True,  # its Ray's processes share the session: kill_ray_leftovers
+                )
+        except OSError as err:
+            print(f"lodotune: job {job.id}: cannot start its driver: {err}", file=sys.stderr)
+            self._lose(job, f"driver could not start: {type(err).__name__}")
+            return
+        self._drivers[job.id] = _Driver(attempt, process)
+        threading.Thread(
+            target=self._watch, args=(process,), name="lodotune-driver-wait", daemon=True
+        ).start()
+        self.store.update(job.id, driver=f"pid {process.pid}")
+
+    def _watch(self, process: subprocess.Popen) -> None:
+        """Wait on one driver (so it is reaped the moment it exits) and reconcile right then."""
+        process.wait()
+        self.wake()
+
+    def _reap(self) -> None:
+        for job_id, entry in list(self._drivers.items()):
+            process = entry.process
+            current = self.store.get(job_id)
+            ours = current is not None and current.status == "running" and current.attempt == entry.attempt
+            code = process.poll()
+            if code is None:
+                if ours:
+                    continue  # _settle_running watches it
+                if current is None or current.attempt != entry.attempt or current.status == "queued":
+                    # another API process resumed the job: this driver must not run on
+                    print(
+                        f"lodotune: job {job_id} attempt {entry.attempt} superseded; killing its driver",
+                        file=sys.stderr,
+                    )
+                    self._kill(entry)
+                    code = process.returncode
+                elif entry.stopping_since is None:
+                    entry.stopping_since = time.monotonic()  # it reported the outcome; it is exiting
+                    continue
+                elif time.monotonic() - entry.stopping_since > TERMINATE_GRACE_SECONDS:
+                    self._kill(entry)  # it reported the outcome but does not exit
+                    code = process.returncode
+                else:
+                    continue
+            del self._drivers[job_id]
+            kill_ray_leftovers(process.pid)
+            if not ours:
+                continue  # the driver reported its outcome (or the job moved on without it)
+            if current.cancel_requested:
+                self._settle(current, "cancelled")
+            else:
+                self._lose(current, entry.lost_reason or exit_reason(code))
+
+    def _kill(self, entry: _Driver) -> None:
+        _kill_group(entry.process.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            entry.process.wait(TERMINATE_GRACE_SECONDS)
+
+    def _settle_running(self, job: JobRow) -> None:
+        entry = self._drivers.get(job.id)
+        if entry is not None:
+            if entry.attempt != job.attempt or entry.process.poll() is not None:
+                return  # _reap deals with it on the next pass (a driver's exit wakes the loop)
+            if job.cancel_requested:
+                if entry.stopping_since is None:
+                    entry.stopping_since = time.monotonic()
+                    entry.process.terminate()  # the driver stops between trials and unwinds its Ray
+                elif time.monotonic() - entry.stopping_since > TERMINATE_GRACE_SECONDS:
+                    self._kill(entry)
+            return  # a hung one is killed by kill_hung, its exit settled by _reap
+        may, steal_from = self._may_take(job)
+        if may:
+            self._settle_elsewhere(job, steal_from)
+
+    def _settle_elsewhere(self, job: JobRow, steal_from: str | None) -> None:
+        """A running job this process did not start, whose lease it may take: another API
+        process's (stopped, or not renewing) or an earlier one's."""
+        owner = job.lease_owner
+        if owner is not None and _owner_host(owner) != self.host:
+            reason = self._stale(job)  # a driver on another host: only its heartbeat tells
+            if reason is not None:
+                self._lose(job, f"{reason}: presumed lost")
+            return
+        pid = _driver_pid(job.driver)
+        owner_gone = owner is None or steal_from is not None or owner_dead_here(owner, self.host)
+        if pid is not None and _is_driver_of(pid, job.id):
+            reason = self._hung(job, job.attempt)
+            if reason is None:
+                return  # alive and beating: leave it
+            _kill_group(pid)
+            deadline = time.monotonic() + TERMINATE_GRACE_SECONDS
+            while _is_driver_of(pid, job.id) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            kill_ray_leftovers(pid)
+            self._lose(job, f"{reason}: hung or stopped, killed", steal_from=steal_from)
+            return
+        if pid is not None:
+            kill_ray_leftovers(pid)
+        if owner_gone:  # its driver died with the API process that ran it
+            self._lose(job, SERVER_STOPPED, charged=False, steal_from=steal_from)
+        else:
+            self._lose(job, "driver gone", steal_from=steal_from)
 
     def close(self) -> None:
+        """Stop the loop and this process's drivers; their jobs go back to the queue (uncounted),
+        so another API process on the store, or the next start, resumes them."""
         super().close()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
         with self._lock:
-            for process in self._processes.values():
-                self._terminate(process)  # their jobs stay `running` and resume on the next start
-                kill_ray_leftovers(process.pid)
+            drivers = list(self._drivers.items())
+            for _, entry in drivers:
+                with contextlib.suppress(ProcessLookupError):
+                    entry.process.terminate()
+            deadline = time.monotonic() + TERMINATE_GRACE_SECONDS
+            for _, entry in drivers:
+                try:
+                    entry.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self._kill(entry)
+            for job_id, entry in drivers:
+                kill_ray_leftovers(entry.process.pid)
+                current = self.store.get(job_id)
+                if current is not None and current.status == "running" and current.attempt == entry.attempt:
+                    self._lose(current, SERVER_STOPPED, charged=False)
+            self._drivers.clear()
 
 
 class RayJobsLauncher(Launcher):
@@ -254,13 +637,22 @@ class RayJobsLauncher(Launcher):
     def submission_id(job_id: str, attempt: int) -> str:
         return f"lodotune-{job_id}-{attempt}"
 
-    def _room(self, running: int) -> int:
+    def _room(self) -> int:
         return SUBMIT_BATCH  # the cluster queues jobs by the resources they reserve
 
     def _launch(self, job: JobRow, attempt: int) -> None:
         submission = self.submission_id(job.id, attempt)
-        if not self.store.start_attempt(job.id, attempt, driver=submission):
-            return
+        claimed = self._claim(
+            job,
+            status="running",
+            attempt=attempt,
+            driver=submission,
+            started_at=utcnow(),
+            heartbeat_at=None,
+            error=None,
+        )
+        if not claimed:
+            return  # another API process took it first
         try:
             self.client.submit_job(
                 entrypoint=" ".join(["python", *driver_command(job.id, attempt)]),
@@ -270,48 +662,74 @@ class RayJobsLauncher(Launcher):
                 entrypoint_num_cpus=self.settings.driver_num_cpus,
             )
         except Exception as err:
-            message = str(err)
+            message = " ".join(str(err).split())
             if "already exists" in message:  # a resubmit of the same attempt is fine
                 return
             if any(code in message for code in ("401", "403")):
                 self.store.finish(job.id, "failed", error=f"Ray refused the submission: {message}")
                 return
             # the cluster is starting or unreachable: back to the queue, retried on the next pass
-            self.store.update(
+            print(f"lodotune: job {job.id}: Ray Jobs submission failed: {message}", file=sys.stderr)
+            self.store.claim(
                 job.id,
+                self.owner,
+                self.settings.lease_ttl,
+                when_status="running",
+                when_attempt=attempt,
                 status="queued",
                 attempt=attempt - 1,
                 driver=None,
+                lease_owner=None,
+                lease_expires_at=None,
                 error=f"Ray Jobs submission failed, retrying: {message}",
             )
 
     def _settle_running(self, job: JobRow) -> None:
+        may, steal_from = self._may_take(job)
+        if not may:
+            return  # another live API process holds its lease and watches it
         submission = job.driver or self.submission_id(job.id, job.attempt)
         try:
             status = str(self.client.get_job_status(submission)).rsplit(".", 1)[-1]
         except Exception as err:
             if "does not exist" in str(err) or "404" in str(err):
-                self._requeue(job, "Ray has no such job")
+                self._lose(
+                    job, "Ray has no such job (the cluster restarted?)", charged=False, steal_from=steal_from
+                )
                 return
             raise
         if status in ("PENDING", "RUNNING"):
             if job.cancel_requested:
                 self.client.stop_job(submission)  # a PENDING stop may do nothing: the driver checks too
+                return
+            reason = self._stale(job, before_first=False) if status == "RUNNING" else None
+            if reason is not None:
+                with contextlib.suppress(Exception):
+                    self.client.stop_job(submission)
+                self._lose(job, f"{reason}: hung or stopped, stopped", steal_from=steal_from)
             return
         current = self.store.get(job.id)
-        if current is None or current.status != "running":
+        if current is None or current.status != "running" or current.attempt != job.attempt:
+            return  # the driver reported its outcome
+        if current.cancel_requested:
+            self._settle(current, "cancelled", steal_from=steal_from)
             return
-        if current.cancel_requested or status == "STOPPED":
-            self.store.finish(
-                job.id,
-                "cancelled" if current.cancel_requested else "failed",
-                error=None if current.cancel_requested else "stopped outside lodotune",
-            )
+        if status == "STOPPED":
+            self._settle(current, "failed", "stopped outside lodotune (ray job stop)", steal_from=steal_from)
             return
         logs = ""
         with contextlib.suppress(Exception):
             logs = self.client.get_job_logs(submission)
-        self.store.finish(job.id, "failed", error=f"Ray job {submission} ended {status}\n{_tail(logs)}")
+        if logs:
+            print(
+                f"lodotune: Ray job {submission} ended {status}; its log ends:\n{_tail(logs)}",
+                file=sys.stderr,
+            )
+        self._lose(
+            current,
+            f"Ray job {submission} ended {status} without reporting an outcome",
+            steal_from=steal_from,
+        )
 
 
 def ray_auth_headers() -> dict[str, str]:
@@ -329,7 +747,7 @@ class QueueOnlyLauncher(Launcher):
 
     name = "queue"
 
-    def _room(self, running: int) -> int:
+    def _room(self) -> int:
         return 0
 
     def _settle_running(self, job: JobRow) -> None:

@@ -63,6 +63,12 @@ class JobRow(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # supervision (api/launchers.py): the driver's last sign of life, the API process that owns
+    # the job until lease_expires_at, and one record per attempt that lost its driver
+    heartbeat_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+    attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class GenerationRow(Base):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
+from importlib import resources
 from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
@@ -49,13 +52,48 @@ IdempotencyKey = Annotated[
 ]
 
 public = APIRouter()
-router = APIRouter(dependencies=[Depends(require_token)])
+UNAUTHORIZED = {401: {"model": schemas.Error, "description": "Missing or wrong bearer token"}}
+router = APIRouter(dependencies=[Depends(require_token)], responses=UNAUTHORIZED)
+# the docs pages' scripts and styles, served from an installed package: no CDN, works offline
+DOCS_ASSETS = resources.files("fastapi_offline") / "static"
+DOCS_FILES = {"swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png"}
+DOCS_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 
 
 @public.get("/healthz", tags=["service"])
 def healthz(request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
     return {"status": "ok", "launcher": settings.launcher}
+
+
+@public.get("/docs", include_in_schema=False)
+def swagger_ui() -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="lodotune API",
+        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs-assets/swagger-ui.css",
+        swagger_favicon_url="/docs-assets/favicon.png",
+    )
+
+
+@public.get("/redoc", include_in_schema=False)
+def redoc() -> HTMLResponse:
+    return get_redoc_html(
+        openapi_url="/openapi.json",
+        title="lodotune API",
+        redoc_js_url="/docs-assets/redoc.standalone.js",
+        redoc_favicon_url="/docs-assets/favicon.png",
+        with_google_fonts=False,
+    )
+
+
+@public.get("/docs-assets/{name}", include_in_schema=False)
+def docs_asset(name: str) -> Response:
+    if name not in DOCS_FILES:
+        raise HTTPException(404, f"No docs asset {name!r}")
+    suffix = name[name.rindex(".") :]
+    return Response(DOCS_ASSETS.joinpath(name).read_bytes(), media_type=DOCS_TYPES[suffix])
 
 
 def _accepted(job, created: bool, response: Response) -> schemas.Accepted:
@@ -86,12 +124,17 @@ def post_evaluate(
     return _accepted(*svc.submit("evaluate", body, idempotency_key), response)
 
 
+# registry names (an evaluation job's optimizer filter is its comma-joined list): no NUL, no
+# control characters, nothing a database driver could refuse
+NAME_FILTER = r"^[A-Za-z0-9][A-Za-z0-9_.,-]{0,63}$"
+
+
 @router.get("/jobs", response_model=schemas.JobPage, tags=["jobs"])
 def list_jobs(
     svc: Service,
     status: schemas.JobStatus | None = None,
-    task: Annotated[str | None, Query(max_length=64)] = None,
-    optimizer: Annotated[str | None, Query(max_length=64)] = None,
+    task: Annotated[str | None, Query(pattern=NAME_FILTER)] = None,
+    optimizer: Annotated[str | None, Query(pattern=NAME_FILTER)] = None,
     kind: schemas.JobKind | None = None,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -166,30 +209,84 @@ def cancel_job(job_id: JobId, svc: Service) -> schemas.Job:
     return job_view(svc.cancel(job_id))
 
 
-@router.get("/jobs/{job_id}/events", responses=NOT_FOUND, tags=["jobs"])
-async def job_events(job_id: JobId, svc: Service, request: Request) -> EventSourceResponse:
-    """Server-Sent Events: ``progress`` (the job, on every change), ``generation`` (each finished
-    generation's summary) and a last ``end`` with the final job when it is over."""
+@router.post("/jobs/{job_id}/retry", response_model=schemas.Job, responses=NOT_READY, tags=["jobs"])
+def retry_job(job_id: JobId, svc: Service) -> schemas.Job:
+    """Queues a failed or cancelled job again: it resumes from its last stored state as the next
+    attempt (409 for a queued, running or succeeded job)."""
+    return job_view(svc.retry(job_id))
+
+
+class StreamSlots:
+    """A cap on concurrent event streams: each holds a database poll loop and a connection."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.open, self._lock = limit, 0, threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.open >= self.limit:
+                return False
+            self.open += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+
+def _resume_point(last_event_id: str | None) -> int:
+    """Generations already delivered, from a reconnecting client's ``Last-Event-ID``."""
+    return int(last_event_id) if last_event_id and last_event_id.isdigit() and len(last_event_id) < 7 else 0
+
+
+STREAM_RESPONSES = {
+    **NOT_FOUND,
+    503: {"model": schemas.Error, "description": "Too many open event streams: retry later"},
+}
+
+
+@router.get("/jobs/{job_id}/events", responses=STREAM_RESPONSES, tags=["jobs"])
+async def job_events(
+    job_id: JobId,
+    svc: Service,
+    request: Request,
+    last_event_id: Annotated[str | None, Header(max_length=16)] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: ``progress`` (the job, on every change; a queued job says so),
+    ``generation`` (each finished generation's summary) and a last ``end`` with the final job.
+    Every event's id is the number of generations delivered so far: a client that reconnects
+    with ``Last-Event-ID`` gets only the generations it missed. Comments keep the connection
+    alive every 15 s; beyond ``LODOTUNE_MAX_EVENT_STREAMS`` open streams the answer is a 503."""
     await to_thread.run_sync(svc.get, job_id)
-    interval = request.app.state.settings.poll_interval
+    settings = request.app.state.settings
+    slots: StreamSlots = request.app.state.stream_slots
+    if not slots.take():
+        raise HTTPException(
+            503, f"{slots.limit} event streams are open: retry later", headers={"Retry-After": "5"}
+        )
+    sent = _resume_point(last_event_id)
 
     async def stream():
-        seen_update, sent_generations = None, 0
-        while True:
-            job = await to_thread.run_sync(svc.store.get, job_id)
-            view = job_view(job)
-            rows = await to_thread.run_sync(svc.store.generations, job_id)
-            for row in rows[sent_generations:]:
-                summary = generation_view(row).model_dump(mode="json", exclude={"record"})
-                yield ServerSentEvent(json.dumps(summary), event="generation", id=f"g{row.generation}")
-            sent_generations = len(rows)
-            if job.updated_at != seen_update:
-                seen_update = job.updated_at
-                yield ServerSentEvent(view.model_dump_json(), event="progress")
-            if job.status in schemas.TERMINAL:
-                yield ServerSentEvent(view.model_dump_json(), event="end")
-                return
-            await asyncio.sleep(interval)
+        nonlocal sent
+        seen_update = None
+        try:
+            while True:
+                job = await to_thread.run_sync(svc.store.get, job_id)
+                view = job_view(job)
+                rows = await to_thread.run_sync(svc.store.generations, job_id)
+                for row in rows[sent:]:
+                    summary = generation_view(row).model_dump(mode="json", exclude={"record"})
+                    sent += 1
+                    yield ServerSentEvent(json.dumps(summary), event="generation", id=str(sent))
+                if job.updated_at != seen_update:
+                    seen_update = job.updated_at
+                    yield ServerSentEvent(view.model_dump_json(), event="progress", id=str(sent))
+                if job.status in schemas.TERMINAL:
+                    yield ServerSentEvent(view.model_dump_json(), event="end", id=str(sent))
+                    return
+                await asyncio.sleep(settings.poll_interval)
+        finally:
+            slots.give_back()
 
     return EventSourceResponse(stream(), ping=15)
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from tuner.final import plan_for
 from tuner.specs import EvaluateJob, TuneJob
+
+from .limits import check_job
 
 JobKind = Literal["tune", "evaluate"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -21,6 +24,58 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 # The GA's settings, accepted at the top of a body as before they moved into strategy_options.
 GA_FIELDS = ("schedule", "generations", "population", "normalization", "decay_transform")
+# Validation context of a spec the service stored itself (the driver re-reading its job): the
+# server's limits and the input checks were applied when it was accepted, and a limit lowered
+# since must not fail a job already queued or running.
+STORED_SPEC = {"stored_spec": True}
+_NOT_FINITE = frozenset({"nan", "inf", "infinity"})
+
+
+def _path(path: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in path) or "body"
+
+
+def _bad_text(text: str) -> str | None:
+    """Why a request string cannot be stored (PostgreSQL refuses NUL and lone surrogates; NaN and
+    infinity are no JSON numbers), or None."""
+    if "\x00" in text:
+        return "a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a lone surrogate"
+    if text.strip().lower().lstrip("+-") in _NOT_FINITE:
+        return "NaN or infinity spelt as a string"
+    return None
+
+
+def check_input(data: Any) -> None:
+    """Refuse, naming the field, what no store may hold: NaN and ±Infinity (as numbers or as
+    strings), NUL characters and lone surrogates in any string or key; and ``task_options.data_dir``
+    (the data directory is the server's setting, never a path a client chooses)."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"Invalid {_path(path)}: {value!r} (allowed: a finite number)")
+        if isinstance(value, str) and (why := _bad_text(value)):
+            raise ValueError(f"Invalid {_path(path)}: {why} (allowed: finite numbers and plain text)")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and (why := _bad_text(key)):
+                    raise ValueError(f"Invalid key in {_path(path)}: {why} (allowed: plain text)")
+                stack.append(((*path, key), item))
+        elif isinstance(value, list | tuple):
+            stack.extend(((*path, i), item) for i, item in enumerate(value))
+    options = data.get("task_options") if isinstance(data, dict) else None
+    if isinstance(options, dict) and "data_dir" in options:
+        raise ValueError(
+            "Invalid task_options.data_dir: the data directory is the server's setting (LODOTUNE_DATA_DIR)"
+        )
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored_spec"))
 
 
 class _Request(BaseModel):
@@ -30,6 +85,12 @@ class _Request(BaseModel):
         """SHA-256 of the canonical body: what an Idempotency-Key is bound to."""
         body = json.dumps({"kind": kind, **self.model_dump(mode="json")}, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
+
+    @model_validator(mode="after")
+    def _within_the_server_limits(self, info: ValidationInfo) -> _Request:
+        if not _stored(info):
+            check_job(self)  # api.limits: LODOTUNE_MAX_* (a ValueError naming the field)
+        return self
 
 
 class TuneRequest(_Request, TuneJob):
@@ -56,6 +117,13 @@ class TuneRequest(_Request, TuneJob):
         rest = {k: v for k, v in data.items() if k not in GA_FIELDS}
         return {**rest, "strategy_options": {**options, **{k: data[k] for k in given if data[k] is not None}}}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_input(cls, data: Any, info: ValidationInfo) -> Any:  # defined last: runs first
+        if not _stored(info):
+            check_input(data)
+        return data
+
 
 class EvaluateRequest(_Request, EvaluateJob):
     """N seeds of each optimizer at the task's final length, with given, tuned or paper values."""
@@ -63,6 +131,13 @@ class EvaluateRequest(_Request, EvaluateJob):
     from_job: str | None = Field(
         None, pattern=r"^[0-9a-f]{32}$", description="Use the tuned values of this finished tune job."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_input(cls, data: Any, info: ValidationInfo) -> Any:
+        if not _stored(info):
+            check_input(data)
+        return data
 
     @model_validator(mode="after")
     def _paper_values_exist(self) -> EvaluateRequest:
@@ -91,7 +166,10 @@ class Job(BaseModel):
     launcher: str
     driver: str | None = Field(description="The driver's process id or Ray submission id.")
     progress: Progress
-    error: str | None
+    error: str | None = Field(description="One line: why the job failed.")
+    attempts: list[dict[str, Any]] = Field(
+        default_factory=list, description="Attempts whose driver was lost: attempt, reason, charged, at."
+    )
     cancel_requested: bool
     created_at: datetime
     started_at: datetime | None

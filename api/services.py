@@ -9,6 +9,7 @@ from typing import Any
 
 from . import schemas
 from .launchers import Launcher
+from .limits import check_capacity
 from .models import GenerationRow, JobRow
 from .settings import Settings
 from .store import JobStore
@@ -21,6 +22,9 @@ ARTIFACT_TYPES = {
     ".npz": "application/octet-stream",
     ".log": "text/plain",
 }
+
+
+RETRYABLE = ("failed", "cancelled")
 
 
 class NotFound(Exception):
@@ -45,6 +49,8 @@ class JobService:
         else:  # one-pass tunes SGD's lr, weight decay and momentum: its document says "sgd"
             optimizer, strategy = request.optimizer or "sgd", request.strategy
         key = (idempotency_key, request.fingerprint(kind)) if idempotency_key else None
+        if key is None or self.store.job_for_key(*key) is None:  # a replay gets its job even when full
+            check_capacity(self.store)
         job, created = self.store.create_job(
             kind=kind,
             spec=request.model_dump(mode="json"),
@@ -79,6 +85,21 @@ class JobService:
         self.launcher.wake()
         return job
 
+    def retry(self, job_id: str) -> JobRow:
+        """Put a failed or cancelled job back in the queue: its next attempt (``attempt + 1``)
+        resumes from what the store holds (finished generations, a tuned document), with a fresh
+        budget of ``max_attempts`` lost drivers. Conflict for a queued, running or succeeded job."""
+        job = self.get(job_id)
+        if job.status not in RETRYABLE:
+            raise Conflict(f"Job {job_id} is {job.status}: only a failed or cancelled job can be retried")
+        retried = self.store.retry(job_id)
+        if retried is None:  # it changed meanwhile
+            raise Conflict(
+                f"Job {job_id} is {self.get(job_id).status}: only a failed or cancelled job can be retried"
+            )
+        self.launcher.wake()
+        return retried
+
     def result(self, job_id: str, name: str) -> dict[str, Any]:
         job = self.get(job_id)
         document = self.store.result(job_id, name)
@@ -91,14 +112,25 @@ class JobService:
         return self.store.generations(job_id)
 
     def artifacts(self, job_id: str) -> dict[str, Path]:
-        """Name → file of the job's downloadable files (run directory and evaluation directory)."""
+        """Name → file of the job's downloadable files (run directory and evaluation directory).
+        A symlink, or anything that resolves outside the job's run directory, is never one."""
         root = Path(self.get(job_id).run_dir)
+        if root.is_symlink() or not root.is_dir():
+            return {}
+        base = root.resolve()
         found = {}
         for folder in (root, root / "evaluation"):
-            if folder.is_dir():
-                for path in sorted(folder.iterdir()):
-                    if path.is_file() and path.suffix in ARTIFACT_TYPES and ARTIFACT_NAME.match(path.name):
-                        found.setdefault(path.name, path)
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if (
+                    path.is_symlink()
+                    or path.suffix not in ARTIFACT_TYPES
+                    or not ARTIFACT_NAME.match(path.name)
+                ):
+                    continue
+                if path.is_file() and path.resolve().is_relative_to(base):
+                    found.setdefault(path.name, path)
         return found
 
     def artifact(self, job_id: str, name: str) -> Path:
@@ -122,6 +154,7 @@ def job_view(job: JobRow) -> schemas.Job:
         "events": f"{base}/events",
         "artifacts": f"{base}/artifacts",
         "cancel": f"{base}/cancel",
+        "retry": f"{base}/retry",
         "results": f"{base}/results",
     }
     if job.kind == "tune":
@@ -145,6 +178,7 @@ def job_view(job: JobRow) -> schemas.Job:
             phase=job.phase,
         ),
         error=job.error,
+        attempts=list(job.attempts or []),
         cancel_requested=job.cancel_requested,
         created_at=job.created_at,
         started_at=job.started_at,

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +49,36 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     poll_interval: float = Field(0.5, gt=0, description="Seconds between launcher reconciliations.")
+    heartbeat_interval: float = Field(
+        2.0, gt=0, description="Seconds between a driver's heartbeats (writes of jobs.heartbeat_at)."
+    )
+    heartbeat_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="A running driver whose last heartbeat is older than this is taken for hung: "
+        "its process group is killed and the job resumes as the next attempt.",
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="How many times a job may lose its driver (killed, crashed, hung) before it is "
+        "failed; a driver that reports the job's own error is never retried.",
+    )
+    lease_ttl: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds an API process's lease on a running job lasts unrenewed: only the "
+        "holder settles or relaunches the job, any process once it has expired.",
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> Settings:
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ValueError(
+                f"Invalid heartbeat_timeout: {self.heartbeat_timeout} (allowed: more than "
+                f"heartbeat_interval, {self.heartbeat_interval})"
+            )
+        return self
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -8,16 +8,17 @@ The schema belongs to Alembic (:func:`migrate`); nothing here creates tables by 
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, event, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +26,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from .models import GenerationRow, IdempotencyKeyRow, JobRow, ResultRow, utcnow
 
 RESULT_NAMES = ("hyperparameters", "results")
+ERROR_LIMIT = 1000  # characters of a job's error
+# an absolute path of two or more parts, not part of a URL or a longer word
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"`(),;:]+/)+([^\s/'\"`(),;:]*)")
+
+
+def public_error(text: str | None) -> str | None:
+    """What ``job.error`` holds: one line a user can act on, with no server path in it (an
+    absolute path keeps its last part: ``…/train-images-idx3-ubyte``)."""
+    if text is None:
+        return None
+    line = " ".join(_ABSOLUTE_PATH.sub(lambda m: f"…/{m.group(1)}", text).split())
+    return line if len(line) <= ERROR_LIMIT else line[: ERROR_LIMIT - 1] + "…"
 
 
 class IdempotencyConflict(Exception):
@@ -98,7 +111,7 @@ class JobStore:
         Returns ``(job, created)``; a known key with another fingerprint raises IdempotencyConflict.
         """
         if idempotency is not None:
-            existing = self._job_for_key(*idempotency)
+            existing = self.job_for_key(*idempotency)
             if existing is not None:
                 return existing, False
         job_id = new_job_id()
@@ -122,13 +135,13 @@ class JobStore:
                 session.commit()
             except IntegrityError:  # another request with the same key won the race
                 session.rollback()
-                existing = self._job_for_key(*idempotency) if idempotency else None
+                existing = self.job_for_key(*idempotency) if idempotency else None
                 if existing is None:
                     raise
                 return existing, False
         return job, True
 
-    def _job_for_key(self, key: str, fingerprint: str) -> JobRow | None:
+    def job_for_key(self, key: str, fingerprint: str) -> JobRow | None:
         with self.session() as session:
             row = session.get(IdempotencyKeyRow, key)
             if row is None:
@@ -189,6 +202,8 @@ class JobStore:
     def update(self, job_id: str, *, only_if_status: Sequence[str] | None = None, **fields: Any) -> bool:
         """Set ``fields``; with ``only_if_status``, only while the job is in one of those states
         (so a late driver write cannot undo a cancel). Returns whether the row changed."""
+        if "error" in fields:
+            fields["error"] = public_error(fields["error"])
         with self.session() as session:
             job = session.scalar(select(JobRow).where(JobRow.id == job_id).with_for_update())
             if job is None or (only_if_status is not None and job.status not in only_if_status):
@@ -209,6 +224,7 @@ class JobStore:
             session.commit()
 
     def start_attempt(self, job_id: str, attempt: int, driver: str) -> bool:
+        """Mark ``attempt`` started, with no lease (tests; launchers use :meth:`claim`)."""
         return self.update(
             job_id,
             only_if_status=("queued", "running"),
@@ -216,14 +232,132 @@ class JobStore:
             attempt=attempt,
             driver=driver,
             started_at=utcnow(),
+            heartbeat_at=None,
             error=None,
         )
 
-    def finish(self, job_id: str, status: str, error: str | None = None) -> bool:
-        """Move a live job to a terminal ``status`` (a cancelled job stays cancelled)."""
-        return self.update(
-            job_id, only_if_status=("queued", "running"), status=status, error=error, finished_at=utcnow()
+    def finish(self, job_id: str, status: str, error: str | None = None, attempt: int | None = None) -> bool:
+        """Move a live job to a terminal ``status`` (a cancelled job stays cancelled), in one
+        conditional UPDATE. With ``attempt`` (a driver reporting its outcome): only while that
+        attempt is the one running, so a driver that was replaced cannot settle its successor."""
+        conditions = [JobRow.id == job_id]
+        if attempt is None:
+            conditions.append(JobRow.status.in_(("queued", "running")))
+        else:
+            conditions += [JobRow.status == "running", JobRow.attempt == attempt]
+        statement = (
+            update(JobRow)
+            .where(*conditions)
+            .values(
+                status=status,
+                error=public_error(error),
+                finished_at=utcnow(),
+                updated_at=utcnow(),
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False)
         )
+        with self.session() as session:
+            changed = session.execute(statement).rowcount == 1
+            session.commit()
+        return changed
+
+    # supervision: leases and heartbeats -------------------------------------------------------
+
+    def claim(
+        self,
+        job_id: str,
+        owner: str,
+        ttl: float,
+        *,
+        when_status: str,
+        when_attempt: int,
+        steal_from: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        """One compare-and-set UPDATE: while the job is ``when_status`` at ``when_attempt`` and its lease
+        is free, ``owner``'s, expired (or ``steal_from``'s, an owner known to be dead), take the
+        lease for ``ttl`` seconds and set ``fields`` (which may release it again). Returns whether
+        this call won."""
+        now = utcnow()
+        free = [JobRow.lease_owner.is_(None), JobRow.lease_owner == owner, JobRow.lease_expires_at < now]
+        if steal_from is not None:
+            free.append(JobRow.lease_owner == steal_from)
+        if "error" in fields:
+            fields["error"] = public_error(fields["error"])
+        values = {"lease_owner": owner, "lease_expires_at": now + timedelta(seconds=ttl), "updated_at": now}
+        statement = (
+            update(JobRow)
+            .where(
+                JobRow.id == job_id, JobRow.status == when_status, JobRow.attempt == when_attempt, or_(*free)
+            )
+            .values(**{**values, **fields})
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as session:
+            won = session.execute(statement).rowcount == 1
+            session.commit()
+        return won
+
+    def renew_leases(self, owner: str, ttl: float) -> int:
+        """Extend every lease ``owner`` holds on a running job; returns how many."""
+        statement = (
+            update(JobRow)
+            .where(JobRow.lease_owner == owner, JobRow.status == "running")
+            .values(
+                lease_expires_at=utcnow() + timedelta(seconds=ttl),
+                updated_at=JobRow.updated_at,  # not a change a client is told about
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as session:
+            renewed = session.execute(statement).rowcount
+            session.commit()
+        return renewed
+
+    def heartbeat(self, job_id: str, attempt: int) -> bool:
+        """The driver of ``attempt`` is alive; False once that attempt is no longer the one running."""
+        statement = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == "running")
+            .values(heartbeat_at=utcnow(), updated_at=JobRow.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as session:
+            alive = session.execute(statement).rowcount == 1
+            session.commit()
+        return alive
+
+    def retry(self, job_id: str) -> JobRow | None:
+        """A failed or cancelled job back to the queue (its next attempt resumes from what is
+        stored); None when it is not failed or cancelled."""
+        job = self.get(job_id)
+        if job is None or job.status not in ("failed", "cancelled"):
+            return None
+        reason = f"retried after {job.status}"
+        record = {"attempt": job.attempt, "retry": True, "reason": reason, "at": _now()}
+        statement = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.status == job.status, JobRow.attempt == job.attempt)
+            .values(
+                status="queued",
+                cancel_requested=False,
+                error=None,
+                finished_at=None,
+                driver=None,
+                heartbeat_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=[*(job.attempts or []), record],
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as session:
+            changed = session.execute(statement).rowcount == 1
+            session.commit()
+        return self.get(job_id) if changed else None
 
     def request_cancel(self, job_id: str) -> JobRow | None:
         self.update(job_id, only_if_status=("queued", "running"), cancel_requested=True)
@@ -274,6 +408,10 @@ class JobStore:
         query = select(ResultRow.document).where(ResultRow.job_id == job_id, ResultRow.name == name)
         with self.session() as session:
             return session.scalar(query)
+
+
+def _now() -> str:
+    return utcnow().isoformat(timespec="seconds")
 
 
 def json_safe(value: Any) -> Any:

@@ -21,6 +21,8 @@ from .strategies import STRATEGIES, get_strategy
 OptionValue = bool | int | float | str
 MetaDtype = Literal["float32", "float64"]
 Device = Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")]
+# A JSON number (an integer is one too), never a string, NaN or an infinity.
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 def _allowed(names) -> str:
@@ -67,14 +69,18 @@ class _Job(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     task: TaskName = Field(description="Task name (GET /tasks).", examples=["rosenbrock"])
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Job seed: every trial seed derives from it.")
-    step_scale: float = Field(1.0, gt=0, le=100, description="Multiply every step count by this.")
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, strict=True, description="Job seed: every trial seed derives from it."
+    )
+    step_scale: float = Field(
+        1.0, gt=0, le=100, strict=True, allow_inf_nan=False, description="Multiply every step count by this."
+    )
     task_options: dict[str, OptionValue] = Field(default_factory=dict)
     device: Device = "cpu"
     meta_dtype: MetaDtype | None = Field(
         None, description="LODO's meta-state dtype (default float64, the authors'); LODO-family only."
     )
-    seeds: int = Field(8, ge=1, le=256, description="Final evaluation runs per optimizer.")
+    seeds: int = Field(8, ge=1, le=256, strict=True, description="Final evaluation runs per optimizer.")
 
     def _check_task_options(self) -> None:
         task_registry.registry.spec(self.task).resolve_options(self.task_options)
@@ -92,10 +98,10 @@ class TuneJob(_Job):
     strategy_options: StrategyOptionsUnion = Field(
         None, description="The strategy's settings (GET /strategies); `strategy` is filled in."
     )
-    num_cpus_per_trial: float = Field(1.0, ge=0, le=256)
-    num_gpus_per_trial: float = Field(0.0, ge=0, le=16)
+    num_cpus_per_trial: float = Field(1.0, ge=0, le=256, strict=True, allow_inf_nan=False)
+    num_gpus_per_trial: float = Field(0.0, ge=0, le=16, strict=True, allow_inf_nan=False)
     baselines: list[OptimizerName] = Field(default_factory=list, max_length=len(lodo.OPTIMIZERS))
-    evaluate: bool = Field(True, description="Run the final evaluation after tuning.")
+    evaluate: bool = Field(True, strict=True, description="Run the final evaluation after tuning.")
 
     @model_validator(mode="before")
     @classmethod
@@ -148,13 +154,15 @@ class EvaluateJob(_Job):
     optimizers: list[OptimizerName] = Field(
         min_length=1, max_length=len(lodo.OPTIMIZERS), examples=[["adam", "lodo"]]
     )
-    hyperparameters: dict[str, dict[str, float]] = Field(
+    hyperparameters: dict[str, dict[str, FiniteFloat]] = Field(
         default_factory=dict, description="Values per optimizer; others use `tuned`."
     )
     tuned: Literal["paper", "defaults"] = Field(
         "paper", description="Values of the optimizers not given: Table 6's (paper) or the defaults."
     )
-    steps: int | None = Field(None, ge=2, le=10_000_000, description="Default: the task's final length.")
+    steps: int | None = Field(
+        None, ge=2, le=10_000_000, strict=True, description="Default: the task's final length."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> EvaluateJob:

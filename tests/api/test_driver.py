@@ -204,15 +204,11 @@ def test_the_store_holds_a_generation_the_moment_it_finishes_and_a_restart_reads
     )
 
 
-def test_an_all_error_job_fails_with_the_error_through_the_driver(sqlite_store, tmp_path):
-    # no MNIST files here: every trial raises FileNotFoundError when it builds its task
+def test_an_all_error_job_fails_with_the_error_through_the_driver(sqlite_store, tmp_path, monkeypatch):
+    # no MNIST files in the data directory: every trial raises FileNotFoundError building its task
+    monkeypatch.setenv("LODOTUNE_DATA_DIR", str(tmp_path / "no-data"))
     request = TuneRequest(
-        task="mnist-autoregression",
-        optimizer="adam",
-        generations=1,
-        population=2,
-        step_scale=0.01,
-        task_options={"data_dir": str(tmp_path / "no-data")},
+        task="mnist-autoregression", optimizer="adam", generations=1, population=2, step_scale=0.01
     )
     job, _ = sqlite_store.create_job(
         kind="tune",

@@ -256,7 +256,6 @@ def test_submission_retries_while_the_cluster_is_not_ready_and_fails_on_auth(loc
 @pytest.mark.parametrize(
     ("ray_status", "cancel", "status", "error"),
     [
-        ("FAILED", False, "failed", "ended FAILED"),
         ("STOPPED", False, "failed", "stopped outside lodotune"),
         ("STOPPED", True, "cancelled", None),
         ("RUNNING", False, "running", None),
@@ -276,8 +275,26 @@ def test_reconcile_settles_what_ray_reports(local_store, ray_status, cancel, sta
         assert settled.error is None
     else:
         assert error in settled.error
-    if ray_status == "FAILED":
-        assert "Traceback: boom" in settled.error  # the tail of Ray's job log
+
+
+def test_a_ray_job_that_failed_without_an_outcome_is_a_lost_driver(local_store):
+    # the driver reports a job's own failure itself; a Ray job that ended FAILED while the store
+    # still says running lost its driver (a node gone, the OOM killer): the next attempt runs
+    settings, store, job = local_store
+    client = ScriptedClient(status="FAILED")
+    launcher = RayJobsLauncher(store, settings, client=client)
+    launcher.reconcile()  # submits
+    launcher.reconcile()  # settles the FAILED attempt, submits the next
+    again = store.get(job.id)
+    assert again.status == "running" and again.attempt == 2
+    assert "ended FAILED without reporting an outcome" in again.attempts[0]["reason"]
+    last = Settings(**{**settings.model_dump(), "max_attempts": 1})
+    other = _create(store, last, TuneRequest(task="rosenbrock", optimizer="adam", seed=1))
+    launcher = RayJobsLauncher(store, last, client=ScriptedClient(status="FAILED"))
+    launcher.reconcile()
+    launcher.reconcile()
+    failed = store.get(other.id)
+    assert failed.status == "failed" and "ended FAILED" in failed.error and "\n" not in failed.error
 
 
 def test_a_job_ray_forgot_is_resubmitted_as_the_next_attempt(local_store):

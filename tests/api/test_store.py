@@ -42,7 +42,7 @@ def test_migrations_create_exactly_the_models_schema(store):
     migrate(store.url)  # a second upgrade is a no-op
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
 
 
 def test_sqlite_store_runs_in_wal_mode(tmp_path):

@@ -409,14 +409,20 @@ class AshaOptions(StrategyOptions):
 
     name = "asha"
     strategy: Literal["asha"] = "asha"
-    num_samples: int = Field(200, ge=1, description="Configurations drawn.")
-    max_t: int | None = Field(None, ge=1, description="Steps per trial (default: the task's final length).")
-    grace_period: int = Field(10, ge=1, description="Steps before the first rung.")
-    reduction_factor: float = Field(4.0, ge=2, description="Keep the best 1/this at each rung.")
-    report_every: int = Field(10, ge=1, description="Steps between reports to Tune.")
+    num_samples: int = Field(200, ge=1, le=1_000_000, description="Configurations drawn.")
+    max_t: int | None = Field(
+        None, ge=1, le=100_000_000, description="Steps per trial (default: the task's final length)."
+    )
+    grace_period: int = Field(10, ge=1, le=100_000_000, description="Steps before the first rung.")
+    reduction_factor: float = Field(
+        4.0, ge=2, le=1000, allow_inf_nan=False, description="Keep the best 1/this at each rung."
+    )
+    report_every: int = Field(10, ge=1, le=100_000_000, description="Steps between reports to Tune.")
     metric: Metric = "auto"
     tune_batch_size: bool = True
-    time_budget_s: float | None = Field(None, gt=0, description="Stop the search after this many seconds.")
+    time_budget_s: float | None = Field(
+        None, gt=0, le=30 * 86400, allow_inf_nan=False, description="Stop the search after this many seconds."
+    )
 
 
 class Asha:

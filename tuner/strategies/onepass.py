@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -471,16 +471,20 @@ class OnePassOptions(StrategyOptions):
 
     name = "onepass"
     strategy: Literal["onepass"] = "onepass"
-    steps: int | None = Field(None, ge=1, description="Training steps (default: the task's final length).")
-    update_interval: int = Field(10, ge=1, description="Steps per hyperparameter update.")
-    lookback: int = Field(5, ge=1, description="Neumann series terms.")
-    meta_lr: float = Field(0.05, gt=0, description="The meta-Adam's learning rate.")
+    steps: int | None = Field(
+        None, ge=1, le=100_000_000, description="Training steps (default: the task's final length)."
+    )
+    update_interval: int = Field(10, ge=1, le=100_000_000, description="Steps per hyperparameter update.")
+    lookback: int = Field(5, ge=1, le=1000, description="Neumann series terms.")
+    meta_lr: float = Field(
+        0.05, gt=0, le=1000, allow_inf_nan=False, description="The meta-Adam's learning rate."
+    )
     per_parameter_lr: bool = False
     tuned: list[Literal["lr", "weight_decay", "momentum"]] = Field(
         default_factory=lambda: list(HYPERPARAMETERS), min_length=1, description="Hyperparameters to tune."
     )
-    initial: dict[Literal["lr", "weight_decay", "momentum"], float] = Field(
-        default_factory=dict, description="Starting values; the others are drawn (§5.3)."
+    initial: dict[Literal["lr", "weight_decay", "momentum"], Annotated[float, Field(allow_inf_nan=False)]] = (
+        Field(default_factory=dict, description="Starting values; the others are drawn (§5.3).")
     )
 
 
