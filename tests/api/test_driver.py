@@ -190,6 +190,8 @@ def test_the_store_holds_a_generation_the_moment_it_finishes_and_a_restart_reads
     # the run directory is damaged; the store alone carries the job on
     run_dir = RunDir(first.job.run_dir)
     run_dir.config_path.write_text("{not json")
+    run_dir.generation_path(0).parent.mkdir(parents=True, exist_ok=True)
+    run_dir.generation_path(0).write_text('{"generation": 0, "popul')  # truncated mid-write
     monkeypatch.setattr("api.driver.StoreSink", StoreSink)
     documents = _tune_driver(sqlite_store, tmp_path, attempt=2, job_id=first.job.id).run()
     assert [row.generation for row in sqlite_store.generations(first.job.id)] == [0, 1, 2]

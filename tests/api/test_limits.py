@@ -413,3 +413,16 @@ def test_check_job_counts_trial_steps_exactly():
     TuneRequest.model_validate({**SMALL, "task_options": {}, "num_cpus_per_trial": 0}, context=STORED_SPEC)
     with pytest.raises(ValueError, match="num_cpus_per_trial"):
         TuneRequest.model_validate({**SMALL, "num_cpus_per_trial": 0})
+
+
+BAD_FILTERS = ["task=rosen%00brock", "optimizer=%00", "task=" + "a" * 65, "task=%E2%80%AE", "kind=x%00"]
+
+
+def test_bad_list_filters_are_422s_on_both_stores(serve, database_url):
+    server = serve(launcher="queue", database_url=database_url)
+    with server.client() as client:
+        for query in BAD_FILTERS:  # a NUL reached PostgreSQL and came back a 500
+            response = client.get(f"/jobs?{query}")
+            assert response.status_code == 422, (query, response.text)
+            assert response.json()["detail"][0]["loc"][0] == "query", query
+        assert client.get("/jobs?task=rosenbrock&optimizer=adam,lodo").status_code == 200

@@ -1,10 +1,12 @@
-"""Schemathesis over the service's own /openapi.json against a real uvicorn: whatever the
-generated requests hold (valid and invalid bodies, paths, queries), the answer is never a 5xx."""
+"""Schemathesis over the service's own /openapi.json against a real uvicorn, on SQLite and on
+PostgreSQL: whatever the generated requests hold (valid and invalid bodies, paths, queries), the
+answer is never a 5xx."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 
 import httpx
 import pytest
@@ -14,10 +16,11 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from sqlalchemy import text
 
 import lodo
 import tasks
-from tests.api.conftest import Server
+from tests.api.conftest import POSTGRES_ADMIN_URL, Server
 from tuner.strategies import STRATEGIES
 from tuner.strategies.asha import AshaConfig
 from tuner.strategies.onepass import OnePassConfig
@@ -35,8 +38,26 @@ def fuzz_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzz_server):
-    return schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json").exclude(path_regex=r"/events$")
+def postgres_fuzz_server(tmp_path_factory, postgres_admin):
+    """The same server on a fresh PostgreSQL database: its JSON columns refuse what SQLite takes."""
+    name = f"lodotune_fuzz_{uuid.uuid4().hex[:12]}"
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    server = Server(
+        tmp_path_factory.mktemp("fuzz-pg") / "artifacts", launcher="queue", api_token=TOKEN, database_url=url
+    )
+    server.start()
+    yield server
+    server.stop()
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def api_schema(request):
+    server = request.getfixturevalue("fuzz_server" if request.param == "sqlite" else "postgres_fuzz_server")
+    return schemathesis.openapi.from_url(f"{server.url}/openapi.json").exclude(path_regex=r"/events$")
 
 
 def _operations(schema):
