@@ -33,7 +33,6 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from tuner import events as ev
-from tuner.jobs import describe_error, run_evaluate_job, run_tune_job
 from tuner.rundir import RunDir
 from tuner.runtime import JobContext, Runtime
 
@@ -117,6 +116,8 @@ class Driver:
         )
 
     def run(self) -> dict[str, Any]:
+        from tuner.jobs import run_evaluate_job, run_tune_job  # torch: seconds, after "starting"
+
         self.run_dir.root.mkdir(parents=True, exist_ok=True)
         if self.job.kind == "tune":
             job = TuneRequest.model_validate(self.job.spec, context=STORED_SPEC)
@@ -185,6 +186,8 @@ class Heartbeat:
             try:
                 alive = self.beat()
             except Exception as err:  # the store is busy or away: the next beat tries again
+                from tuner.jobs import describe_error
+
                 print(f"lodotune driver: heartbeat failed: {describe_error(err)}", file=sys.stderr)
                 continue
             if not alive and not self._stop.is_set():
@@ -240,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     if not heartbeat.start():
         print(f"job {job.id} attempt {args.attempt} is no longer running: nothing to do", file=sys.stderr)
         return 0
-    store.update(job.id, driver=job.driver or f"{socket.gethostname()}:{os.getpid()}")
+    # from the first second the job says what it does; the tuner (torch) is imported after this
+    store.update(job.id, driver=job.driver or f"{socket.gethostname()}:{os.getpid()}", phase="starting")
+    if settings.ray_address and settings.executor == "ray" and job.launcher == "inprocess":
+        print(f"lodotune driver: joining Ray at {settings.ray_address}", file=sys.stderr, flush=True)
     outcome, error = "succeeded", None
     try:
         Driver(store, job, settings).run()
@@ -252,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         raise  # the store failed, not the job: no outcome, the launcher retries
     except Exception as err:
+        from tuner.jobs import describe_error
+
         traceback.print_exc()  # the whole story goes to the driver's log; the job keeps one line
         outcome, error = "failed", describe_error(err)
     finally:

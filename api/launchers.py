@@ -27,7 +27,11 @@ host the driver's process is checked too).
   with the API (``PR_SET_PDEATHSIG``). Each driver leads a session of its own; once it is gone,
   whatever of its local Ray is left in that session is killed (Ray reaps its GCS and raylet when the
   driver is killed, not its agents). A thread waits on each driver, so it is reaped (no zombie) and
-  its job settled the moment it exits.
+  its job settled the moment it exits. With executor ``ray`` and no ``ray_address`` the launcher
+  keeps one local Ray for its whole life (:class:`ServiceRay`, ``LODOTUNE_SHARED_RAY``): every
+  driver joins it in under a second rather than starting its own; one that died is replaced at
+  the next launch (a job whose Ray cannot start fails with that one line); it is stopped, temp dir
+  and all, on close.
 * :class:`QueueOnlyLauncher` stores jobs and runs none (to measure the API alone).
 * :class:`RayJobsLauncher` submits ``python -m api.driver`` to a Ray cluster's Jobs API; the
   submission id is ``lodotune-<job id>-<attempt>``, so submitting twice is harmless.
@@ -37,11 +41,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -64,8 +72,9 @@ def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-LOG_TAIL_LINES:])
 
 
-def driver_environment(settings: Settings) -> dict[str, str]:
-    """What a driver must see to find the same store, artifacts and data as the API."""
+def driver_environment(settings: Settings, service_ray: ServiceRay | None = None) -> dict[str, str]:
+    """What a driver must see to find the same store, artifacts and data as the API (and the
+    service's own Ray, with its token, when there is one)."""
     env = {
         "LODOTUNE_DATABASE_URL": settings.resolved_database_url,
         "LODOTUNE_ARTIFACT_DIR": str(settings.artifact_dir.resolve()),
@@ -76,6 +85,8 @@ def driver_environment(settings: Settings) -> dict[str, str]:
         env["LODOTUNE_DATA_DIR"] = str(settings.data_dir)
     if settings.ray_address and settings.launcher == "inprocess":
         env["LODOTUNE_RAY_ADDRESS"] = settings.ray_address
+    if service_ray is not None and service_ray.address is not None:
+        env.update(service_ray.driver_environment())
     return env
 
 
@@ -384,6 +395,200 @@ def kill_ray_leftovers(session: int) -> int:
     return killed
 
 
+# the service's own Ray ------------------------------------------------------------------------
+
+RAY_START_TIMEOUT_SECONDS = 120.0
+RAY_STOP_GRACE_SECONDS = 5.0
+_RAY_PORT_OPTIONS = (  # every port free-picked: other Rays (and Redis on 6379) may run here
+    "port",
+    "node-manager-port",
+    "object-manager-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        while len(sockets) < count:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] == 6379:
+                s.close()
+                continue
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Live processes (not this one) whose command line contains ``text``."""
+    if not sys.platform.startswith("linux"):
+        return []
+    found, needle = [], text.encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "cmdline").read_bytes() and _process_start(int(entry.name)):
+                    found.append(int(entry.name))
+    return found
+
+
+def _kill_session(session: int) -> None:
+    """SIGKILL every process of ``session``, a session this process started for its Ray alone;
+    only while its leader is gone (so the id is no one else's)."""
+    proc = Path("/proc")
+    if not sys.platform.startswith("linux") or (proc / str(session)).exists():
+        return
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session:
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _kill_ray_of(temp_dir: str, session: int | None) -> None:
+    """Stop a ``ray start`` head by its processes only (``ray stop`` would stop every Ray of this
+    user here): SIGTERM what names ``temp_dir``, SIGKILL what is left, then its session's workers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = _pids_mentioning(temp_dir)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + (RAY_STOP_GRACE_SECONDS if sig == signal.SIGTERM else 2.0)
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if _process_start(pid) is not None]
+            time.sleep(0.05)
+    if session is not None:
+        _kill_session(session)  # workers (``ray::…``) and its client server name no temp dir
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+class ServiceRay:
+    """One local Ray for the whole life of an API process (``LODOTUNE_SHARED_RAY``): started by
+    ``ray start --head`` on free ports (never Redis's 6379), all CPUs, no dashboard, its files in a
+    short temp dir under /tmp (Ray's socket paths have 107 bytes), token auth on with a fresh
+    token that only this API process and its drivers get. Drivers join it
+    (``LODOTUNE_RAY_ADDRESS``) in well under a second instead of starting a Ray of their own.
+
+    ``record``: a file naming the temp dir and the API process while it runs, so the next start
+    of an API process on the same artifact directory stops a Ray whose API process was killed."""
+
+    def __init__(self, record: Path | None = None) -> None:
+        self.record = record
+        self.address: str | None = None
+        self.temp_dir: str | None = None
+        self._token: str | None = None
+        self._session: int | None = None
+        self._pids: dict[int, str] = {}  # its GCS and raylet: pid -> start time
+
+    def driver_environment(self) -> dict[str, str]:
+        assert self.address is not None and self._token is not None
+        return {"LODOTUNE_RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self._token}
+
+    def start(self, owner: str) -> None:
+        ray_bin = Path(sys.executable).with_name("ray")
+        command_path = str(ray_bin) if ray_bin.exists() else shutil.which("ray")
+        if command_path is None:
+            raise RuntimeError("no `ray` command next to this Python or on PATH (pip install 'ray[default]')")
+        temp_dir = tempfile.mkdtemp(prefix="lt-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        token = secrets.token_hex(32)
+        ports = dict(zip(_RAY_PORT_OPTIONS, _free_ports(len(_RAY_PORT_OPTIONS)), strict=True))
+        env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        }
+        env.pop("RAY_ADDRESS", None)
+        command = [
+            command_path,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={os.cpu_count() or 1}",
+            "--include-dashboard=false",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+            *(f"--{name}={port}" for name, port in ports.items()),
+        ]
+        if self.record is not None:
+            with contextlib.suppress(OSError):
+                self.record.parent.mkdir(parents=True, exist_ok=True)
+                self.record.write_text(json.dumps({"owner": owner, "temp_dir": temp_dir}))
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            start_new_session=True,  # its processes share a session of their own: _kill_ray_of
+        )
+        try:
+            output, _ = process.communicate(timeout=RAY_START_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            _kill_group(process.pid)
+            output, _ = process.communicate()
+        if process.returncode != 0:
+            _kill_ray_of(temp_dir, process.pid)
+            self._forget()
+            last = (output or "").strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"`ray start --head` exited with {process.returncode}: {last[0][:300]}")
+        self.address, self.temp_dir = f"127.0.0.1:{ports['port']}", temp_dir
+        self._token, self._session = token, process.pid
+        if self.record is not None:
+            with contextlib.suppress(OSError):
+                record = {"owner": owner, "temp_dir": temp_dir, "session": process.pid}
+                self.record.write_text(json.dumps(record))
+        for pid in _pids_mentioning(temp_dir):
+            with contextlib.suppress(OSError):
+                name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+                start = _process_start(pid)
+                if start is not None and (name.endswith(b"raylet") or name.endswith(b"gcs_server")):
+                    self._pids[pid] = start
+        print(f"lodotune: the service's Ray runs at {self.address} ({temp_dir})", file=sys.stderr)
+
+    def alive(self) -> bool:
+        """Whether its GCS and raylet still run."""
+        if self.address is None:
+            return False
+        return all(_process_start(pid) == start for pid, start in self._pids.items())
+
+    def stop(self) -> None:
+        if self.temp_dir is not None:
+            _kill_ray_of(self.temp_dir, self._session)
+        self._forget()
+        self.address = self.temp_dir = self._token = self._session = None
+        self._pids = {}
+
+    def _forget(self) -> None:
+        if self.record is not None:
+            with contextlib.suppress(OSError):
+                self.record.unlink()
+
+    @staticmethod
+    def stop_orphans(folder: Path, host: str) -> None:
+        """Stop the Rays of API processes on this host that died without stopping theirs."""
+        with contextlib.suppress(OSError):
+            for record in folder.glob("*.json"):
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                    data = json.loads(record.read_text())
+                    if owner_dead_here(data["owner"], host):
+                        temp_dir = str(data["temp_dir"])
+                        if temp_dir.startswith(tempfile.gettempdir()) or temp_dir.startswith("/tmp/"):
+                            print(f"lodotune: stopping the Ray of dead {data['owner']}", file=sys.stderr)
+                            _kill_ray_of(temp_dir, data.get("session"))
+                        record.unlink()
+
+
 @dataclass
 class _Driver:
     """A driver this API process started: for ``attempt`` of its job."""
@@ -401,8 +606,18 @@ class InProcessLauncher(Launcher):
         super().__init__(store, settings)
         self._drivers: dict[str, _Driver] = {}
         self._watchdog: threading.Thread | None = None
+        shared = settings.shared_ray and settings.executor == "ray" and not settings.ray_address
+        self._ray_records = settings.artifact_dir.resolve() / "service-ray"
+        name = self.owner.replace(":", "-").replace("/", "-")
+        self._ray = ServiceRay(self._ray_records / f"{name}.json") if shared else None
 
     def start(self) -> None:
+        if self._ray is not None:
+            ServiceRay.stop_orphans(self._ray_records, self.host)
+            try:
+                self._ensure_ray()
+            except Exception as err:  # the first launch tries again, and fails its job with why
+                print(f"lodotune: {err}", file=sys.stderr)
         super().start()
         self._watchdog = threading.Thread(
             target=self._watch_heartbeats, name="lodotune-watchdog", daemon=True
@@ -411,6 +626,23 @@ class InProcessLauncher(Launcher):
 
     def _room(self) -> int:
         return self.settings.max_concurrent_jobs - len(self._drivers)
+
+    def _ensure_ray(self) -> None:
+        """The service's Ray, started now if it is not running (never started, or died: its drivers
+        then lose their trials' Ray and their jobs resume, as the next attempt, on the new one)."""
+        assert self._ray is not None
+        if self._ray.alive():
+            return
+        if self._ray.address is not None:
+            print(
+                f"lodotune: the service's Ray at {self._ray.address} died; starting a new one",
+                file=sys.stderr,
+            )
+            self._ray.stop()
+        try:
+            self._ray.start(self.owner)
+        except Exception as err:
+            raise RuntimeError(f"The service's Ray could not start: {err}") from err
 
     def reconcile(self) -> None:
         self.kill_hung()
@@ -471,12 +703,20 @@ class InProcessLauncher(Launcher):
             started_at=utcnow(),
             heartbeat_at=None,
             error=None,
+            phase="starting",  # shown from the first second; the driver says it again once up
         )
         if not claimed:
             return  # another API process took it first
         job = self.store.get(job.id)
+        if self._ray is not None:
+            try:
+                self._ensure_ray()
+            except Exception as err:
+                print(f"lodotune: job {job.id}: {err}", file=sys.stderr)
+                self._settle(job, "failed", " ".join(str(err).split()))
+                return
         log_path = self._log_path(job)
-        env = {**os.environ, **driver_environment(self.settings)}
+        env = {**os.environ, **driver_environment(self.settings, self._ray)}
         try:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with log_path.open("ab") as log:
@@ -611,6 +851,8 @@ class InProcessLauncher(Launcher):
                 if current is not None and current.status == "running" and current.attempt == entry.attempt:
                     self._lose(current, SERVER_STOPPED, charged=False)
             self._drivers.clear()
+            if self._ray is not None:
+                self._ray.stop()  # after its drivers: they disconnect first
 
 
 class RayJobsLauncher(Launcher):

@@ -9,6 +9,7 @@ import threading
 from importlib import resources
 from typing import Annotated, Any
 
+import pydantic_core
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
@@ -23,7 +24,7 @@ import tasks as task_registry
 from tuner.strategies import describe_strategies
 
 from . import schemas
-from .services import ARTIFACT_TYPES, JobService, generation_view, job_view
+from .services import ARTIFACT_TYPES, JobService, NotFound, generation_view, job_page, job_view
 
 _bearer = HTTPBearer(auto_error=False, description="LODOTUNE_API_TOKEN, when the service sets one.")
 JOB_ID = r"^[0-9a-f]{32}$"
@@ -34,7 +35,7 @@ def service(request: Request) -> JobService:
     return request.app.state.service
 
 
-def require_token(
+async def require_token(  # no I/O: async saves a thread-pool hop per request
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     token = request.app.state.settings.api_token
@@ -129,17 +130,24 @@ def post_evaluate(
 NAME_FILTER = r"^[A-Za-z0-9][A-Za-z0-9_.,-]{0,63}$"
 
 
+def _json(model) -> Response:
+    """A view built from the store's typed columns, serialized once by pydantic-core; the route's
+    response model still documents it (FastAPI would dump, validate and serialize it again)."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 @router.get("/jobs", response_model=schemas.JobPage, tags=["jobs"])
 def list_jobs(
-    svc: Service,
+    request: Request,
     status: schemas.JobStatus | None = None,
     task: Annotated[str | None, Query(pattern=NAME_FILTER)] = None,
     optimizer: Annotated[str | None, Query(pattern=NAME_FILTER)] = None,
     kind: schemas.JobKind | None = None,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> schemas.JobPage:
-    rows, next_seq = svc.store.list(
+) -> Response:
+    """Newest first, one summary per job (no spec, no attempts: ``GET /jobs/{id}`` has those)."""
+    rows, next_seq = service(request).store.list(
         status=status,
         task=task,
         optimizer=optimizer,
@@ -147,9 +155,7 @@ def list_jobs(
         cursor=int(cursor) if cursor else None,
         limit=limit,
     )
-    return schemas.JobPage(
-        jobs=[job_view(r) for r in rows], next_cursor=str(next_seq) if next_seq is not None else None
-    )
+    return Response(pydantic_core.to_json(job_page(rows, next_seq)), media_type="application/json")
 
 
 NOT_FOUND = {404: {"model": schemas.Error}}
@@ -157,8 +163,13 @@ NOT_READY = {404: {"model": schemas.Error}, 409: {"model": schemas.Error, "descr
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.Job, responses=NOT_FOUND, tags=["jobs"])
-def get_job(job_id: JobId, svc: Service) -> schemas.Job:
-    return job_view(svc.get(job_id))
+def get_job(job_id: JobId, request: Request) -> Response:
+    # service(request) called here, not as a dependency: a sync dependency is one more hop
+    # through the thread pool per request
+    row = service(request).store.get_view(job_id)
+    if row is None:
+        raise NotFound(f"No job {job_id}")
+    return _json(job_view(row))
 
 
 @router.get(

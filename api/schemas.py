@@ -155,7 +155,10 @@ class Progress(BaseModel):
     phase: str | None = Field(description="tuning | evaluation")
 
 
-class Job(BaseModel):
+class JobSummary(BaseModel):
+    """A job in a ``GET /jobs`` page: what a listing shows. ``GET /jobs/{id}`` (``links.self``) has
+    the whole document: spec, attempts, launcher, driver and the other links."""
+
     id: str
     kind: JobKind
     status: JobStatus
@@ -163,24 +166,31 @@ class Job(BaseModel):
     optimizer: str
     strategy: str | None
     attempt: int
-    launcher: str
-    driver: str | None = Field(description="The driver's process id or Ray submission id.")
     progress: Progress
     error: str | None = Field(description="One line: why the job failed.")
-    attempts: list[dict[str, Any]] = Field(
-        default_factory=list, description="Attempts whose driver was lost: attempt, reason, charged, at."
-    )
-    cancel_requested: bool
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    links: dict[str, str] = Field(description='Only "self": the job\'s URL (its whole document).')
+
+
+class Job(JobSummary):
+    """The whole job (``GET /jobs/{id}``): a summary's fields, the spec, the driver and its lost
+    attempts, and every link."""
+
+    launcher: str
+    driver: str | None = Field(description="The driver's process id or Ray submission id.")
+    attempts: list[dict[str, Any]] = Field(
+        default_factory=list, description="Attempts whose driver was lost: attempt, reason, charged, at."
+    )
+    cancel_requested: bool
     spec: dict[str, Any]
     links: dict[str, str]
 
 
 class JobPage(BaseModel):
-    jobs: list[Job]
+    jobs: list[JobSummary] = Field(description="Newest first.")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page.")
 
 

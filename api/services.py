@@ -146,7 +146,21 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def job_view(job: JobRow) -> schemas.Job:
+def _progress(job: Any) -> schemas.Progress:
+    return schemas.Progress.model_construct(
+        generation=job.generation,
+        generations=job.generations,
+        trials_done=job.trials_done,
+        trials_total=job.trials_total,
+        best_fitness=_finite(job.best_fitness),
+        phase=job.phase,
+    )
+
+
+def job_view(job: Any) -> schemas.Job:
+    """The whole document of a job: a :class:`~api.models.JobRow` or a row of the store's
+    ``VIEW_COLUMNS``. Built without validation (``model_construct``): every value comes from the
+    store, whose columns have the schema's types."""
     base = f"/jobs/{job.id}"
     links = {
         "self": base,
@@ -159,7 +173,7 @@ def job_view(job: JobRow) -> schemas.Job:
     }
     if job.kind == "tune":
         links["hyperparameters"] = f"{base}/hyperparameters"
-    return schemas.Job(
+    return schemas.Job.model_construct(
         id=job.id,
         kind=job.kind,
         status=job.status,
@@ -169,14 +183,7 @@ def job_view(job: JobRow) -> schemas.Job:
         attempt=job.attempt,
         launcher=job.launcher,
         driver=job.driver,
-        progress=schemas.Progress(
-            generation=job.generation,
-            generations=job.generations,
-            trials_done=job.trials_done,
-            trials_total=job.trials_total,
-            best_fitness=_finite(job.best_fitness),
-            phase=job.phase,
-        ),
+        progress=_progress(job),
         error=job.error,
         attempts=list(job.attempts or []),
         cancel_requested=job.cancel_requested,
@@ -187,6 +194,43 @@ def job_view(job: JobRow) -> schemas.Job:
         spec=job.spec,
         links=links,
     )
+
+
+def job_summary(job: Any) -> dict[str, Any]:
+    """A job in a list page (a row of the store's ``SUMMARY_COLUMNS``) as the plain dict of
+    :class:`~api.schemas.JobSummary` (no model per row: a page is up to 200 of them)."""
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "task": job.task,
+        "optimizer": job.optimizer,
+        "strategy": job.strategy,
+        "attempt": job.attempt,
+        "progress": {
+            "generation": job.generation,
+            "generations": job.generations,
+            "trials_done": job.trials_done,
+            "trials_total": job.trials_total,
+            "best_fitness": _finite(job.best_fitness),
+            "phase": job.phase,
+        },
+        "error": job.error,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "updated_at": job.updated_at,
+        "links": {"self": f"/jobs/{job.id}"},
+    }
+
+
+def job_page(rows: list[Any], next_seq: int | None) -> dict[str, Any]:
+    """:class:`~api.schemas.JobPage` as a plain dict (``pydantic_core.to_json`` writes its datetimes
+    as pydantic does for ``GET /jobs/{id}``)."""
+    return {
+        "jobs": [job_summary(r) for r in rows],
+        "next_cursor": str(next_seq) if next_seq is not None else None,
+    }
 
 
 def generation_view(row: GenerationRow) -> schemas.GenerationRecord:

@@ -33,8 +33,15 @@ class Settings(BaseSettings):
     )
     ray_address: str | None = Field(
         None,
-        description="inprocess: a Ray cluster (GCS address) for the trials, else a local Ray per "
-        "job; ray-jobs: the head's Jobs API, e.g. http://ray-head:8265.",
+        description="inprocess: a Ray cluster (GCS address) for the trials, else the service's own "
+        "local Ray (shared_ray) or a local Ray per job; ray-jobs: the head's Jobs API, e.g. "
+        "http://ray-head:8265.",
+    )
+    shared_ray: bool = Field(
+        True,
+        description="inprocess, executor ray, no ray_address: start one local Ray (`ray start --head`, "
+        "token auth on) with the service and run every job's trials on it, so a driver joins it in "
+        "well under a second; false: each driver starts a local Ray of its own (~15 s).",
     )
     executor: Literal["ray", "local"] = Field("ray", description="Where a driver runs its trials.")
     max_concurrent_jobs: int = Field(1, ge=1, description="inprocess: drivers running at once.")

@@ -18,9 +18,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, or_, select, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, create_engine, event, or_, select, update
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import GenerationRow, IdempotencyKeyRow, JobRow, ResultRow, utcnow
@@ -63,6 +63,31 @@ def _engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _read_engine(url: str, engine: Engine) -> Engine:
+    """The engine of the API's reads (:meth:`JobStore.get_view`, :meth:`JobStore.list`). SQLite: the
+    store's own engine (a SELECT opens no transaction there). PostgreSQL: its own pool in autocommit
+    (a SELECT is one round trip: no BEGIN before it, no ROLLBACK when the connection goes back), no
+    pre-ping (another round trip per checkout) but connections recycled after 5 minutes, and a read
+    that finds its connection dead is retried once on a fresh one (:meth:`JobStore._read`). Sized
+    for the server's thread pool (40 threads) without opening and closing overflow connections."""
+    if url.startswith("sqlite"):
+        return engine
+    return create_engine(url, isolation_level="AUTOCOMMIT", pool_size=20, max_overflow=20, pool_recycle=300)
+
+
+# What the API's job views read: everything but the run directory and the supervision columns
+# (Core columns of the table: the statements below never go through the ORM).
+_JOBS = JobRow.__table__
+_SUPERVISION = {"run_dir", "heartbeat_at", "lease_owner", "lease_expires_at"}
+VIEW_COLUMNS = tuple(c for c in _JOBS.columns if c.name not in _SUPERVISION)
+# A page of the list: the summary's columns (no spec, no attempts), and seq for the cursor.
+SUMMARY_COLUMNS = tuple(
+    c for c in VIEW_COLUMNS if c.name not in {"spec", "attempts", "launcher", "driver", "cancel_requested"}
+)
+# built once: its cache key is memoized, so a GET only binds the id
+_VIEW_BY_ID = select(*VIEW_COLUMNS).where(_JOBS.c.id == bindparam("job_id"))
+
+
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(resources.files("api") / "migrations"))
@@ -85,12 +110,27 @@ class JobStore:
         self.url = url
         self.engine = _engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = _read_engine(url, self.engine)
 
     def session(self) -> Session:
         return self._sessions()
 
     def close(self) -> None:
+        if self._reads is not self.engine:
+            self._reads.dispose()
         self.engine.dispose()
+
+    def _read(self, statement, parameters: dict[str, Any] | None = None) -> list[Row]:
+        """The rows of one SELECT on the read engine, without a Session (no ORM objects); once more
+        on a fresh connection when the first one turns out dead (a restarted PostgreSQL)."""
+        for tries_left in (1, 0):
+            try:
+                with self._reads.connect() as connection:
+                    return list(connection.execute(statement, parameters))
+            except DBAPIError as err:
+                if not (tries_left and err.connection_invalidated):
+                    raise
+        raise AssertionError("unreachable")
 
     # jobs -------------------------------------------------------------------------------------
 
@@ -151,8 +191,14 @@ class JobStore:
             return session.scalar(select(JobRow).where(JobRow.id == row.job_id))
 
     def get(self, job_id: str) -> JobRow | None:
+        """The whole row as an ORM object (the driver, the launchers, the write paths)."""
         with self.session() as session:
             return session.scalar(select(JobRow).where(JobRow.id == job_id))
+
+    def get_view(self, job_id: str) -> Row | None:
+        """What ``GET /jobs/{id}`` shows (:data:`VIEW_COLUMNS`): one Core SELECT by id, no Session."""
+        rows = self._read(_VIEW_BY_ID, {"job_id": job_id})
+        return rows[0] if rows else None
 
     def list(
         self,
@@ -163,18 +209,18 @@ class JobStore:
         kind: str | None = None,
         cursor: int | None = None,
         limit: int = 50,
-    ) -> tuple[list[JobRow], int | None]:
-        """Newest first; ``cursor`` is the ``seq`` below which to continue."""
-        query = select(JobRow).order_by(JobRow.seq.desc()).limit(limit + 1)
-        for column, value in ((JobRow.status, status), (JobRow.task, task), (JobRow.optimizer, optimizer)):
+    ) -> tuple[list[Row], int | None]:
+        """Newest first; ``cursor`` is the ``seq`` below which to continue. The rows hold the
+        summary's columns only (:data:`SUMMARY_COLUMNS`: no spec, no attempts), read with one Core
+        SELECT."""
+        c = _JOBS.c
+        query = select(*SUMMARY_COLUMNS).order_by(c.seq.desc()).limit(limit + 1)
+        for column, value in ((c.status, status), (c.task, task), (c.optimizer, optimizer), (c.kind, kind)):
             if value is not None:
                 query = query.where(column == value)
-        if kind is not None:
-            query = query.where(JobRow.kind == kind)
         if cursor is not None:
-            query = query.where(JobRow.seq < cursor)
-        with self.session() as session:
-            rows = list(session.scalars(query))
+            query = query.where(c.seq < cursor)
+        rows = self._read(query)
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, (rows[-1].seq if more else None)
