@@ -99,10 +99,13 @@ class ServiceBusy(Exception):
 
 
 def check_capacity(store: JobStore, limits: Limits | None = None) -> None:
-    """Raise :class:`ServiceBusy` when ``LODOTUNE_MAX_QUEUED_JOBS`` jobs are already queued."""
+    """Raise :class:`ServiceBusy` when ``LODOTUNE_MAX_QUEUED_JOBS`` jobs are already waiting (queued,
+    no cancel asked)."""
     limits = limits or get_limits()
     with store.session() as session:
-        queued = session.scalar(select(func.count()).select_from(JobRow).where(JobRow.status == "queued"))
+        # a queued job asked to cancel is on its way out (the launcher settles it on its next pass)
+        waiting = (JobRow.status == "queued") & ~JobRow.cancel_requested
+        queued = session.scalar(select(func.count()).select_from(JobRow).where(waiting))
     if queued >= limits.max_queued_jobs:
         raise ServiceBusy(
             f"Service busy: {queued} jobs are queued (allowed: fewer than {limits.max_queued_jobs}, "
