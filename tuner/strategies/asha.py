@@ -358,7 +358,8 @@ def tune_asha(config: AshaConfig, ctx: JobContext) -> dict[str, Any]:
     logged = {r["trial_id"] for r in trials}
     for result in grid:  # finished in a killed run after Tune saved its state, before the log line
         trial_id = (result.metrics or {}).get("trial_id")
-        if trial_id is not None and trial_id not in logged:
+        # a trial the time budget cut off before it reported has no config to record: not finished
+        if trial_id is not None and trial_id not in logged and result.config:
             trial = SimpleNamespace(
                 trial_id=trial_id,
                 last_result=result.metrics,
@@ -367,7 +368,12 @@ def tune_asha(config: AshaConfig, ctx: JobContext) -> dict[str, Any]:
                 error_file=str(result.error) if result.error else None,
             )
             trials.append(_trial_record(trial, len(trials), config, metric, space))
-    if trials and all(r["error"] for r in trials):
+    if not trials:
+        raise RuntimeError(
+            f"No ASHA trial finished within time_budget_s = {config.time_budget_s} s "
+            f"({config.num_samples} drawn): give the search more time or fewer steps"
+        )
+    if all(r["error"] for r in trials):
         raise AllTrialsFailed(f"every ASHA trial raised an error, the first: {trials[0]['error']}")
     best = grid.get_best_result(metric=metric, mode="min", scope="last", filter_nan_and_inf=False)
     winner = next(r for r in trials if r["trial_id"] == best.metrics["trial_id"])
