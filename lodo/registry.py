@@ -320,5 +320,8 @@ def build(name: str, params, values: Mapping[str, float] | None = None, **option
 
 
 def describe() -> list[dict[str, Any]]:
-    """Every optimizer with its hyperparameters, as plain data (``lodotune optimizers --json``)."""
-    return [spec.describe() for spec in OPTIMIZERS.values()]
+    """Every optimizer with its hyperparameters, as plain data (``lodotune optimizers --json``);
+    ``vectorized``: it has a population form (tuner.population runs a shard as one program)."""
+    from . import population  # imports this module
+
+    return [{**spec.describe(), "vectorized": population.supports(spec.name)} for spec in OPTIMIZERS.values()]

@@ -102,5 +102,9 @@ def build(
 def describe() -> list[dict[str, Any]]:
     """One JSON-ready dict per task: name, description, exact parameter count at the default
     options, default dtype, options (name, default, description) and what it stands in for.
-    Reads no data."""
-    return [task_spec.describe() for task_spec in SPECS]
+    Reads no data. ``vectorized``: the task has a population form (tasks.population)."""
+    from tasks import population  # imports this module's tasks
+
+    return [
+        {**task_spec.describe(), "vectorized": population.supports(task_spec.name)} for task_spec in SPECS
+    ]

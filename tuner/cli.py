@@ -52,9 +52,10 @@ def optimizers(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
     def row(r):
         hps = ", ".join(f"{h['name']}={h['default']:g} ({h['kind']})" for h in r["hyperparameters"])
-        return r["name"], hps or "-", r["evaluation"], r["summary"]
+        return r["name"], hps or "-", r["evaluation"], "yes" if r["vectorized"] else "-", r["summary"]
 
-    _json_or_table(lodo.describe(), as_json, Table("name", "hyperparameters", "evaluation", "summary"), row)
+    table = Table("name", "hyperparameters", "evaluation", "vectorized", "summary")
+    _json_or_table(lodo.describe(), as_json, table, row)
 
 
 @app.command()
@@ -63,9 +64,12 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 
     def row(r):
         opts = ", ".join(f"{o['name']}={o['default']}" for o in r["options"])
-        return r["name"], f"{r['num_parameters']:,}", r["dtype"], opts or "-"
+        vectorized = "yes" if r["vectorized"] else "-"
+        return r["name"], f"{r['num_parameters']:,}", r["dtype"], vectorized, opts or "-"
 
-    table = Table("name", "parameters", "dtype", "options", caption="descriptions: lodotune tasks --json")
+    table = Table(
+        "name", "parameters", "dtype", "vectorized", "options", caption="descriptions: lodotune tasks --json"
+    )
     _json_or_table(task_registry.describe(), as_json, table, row)
 
 
@@ -149,6 +153,17 @@ StepScaleOpt = Annotated[float, typer.Option(help="Multiply every step count by 
 SeedsOpt = Annotated[int, typer.Option(min=1, help="Evaluation runs per optimizer.")]
 DeviceOpt = Annotated[
     str, typer.Option(help="Where each trial computes: cpu, cuda or cuda:N (with Ray, the GPU it assigned).")
+]
+VectorizeOpt = Annotated[
+    str,
+    typer.Option(
+        help="Run a generation's trials (an evaluation's seeds) as one batched program: auto (every "
+        "supported task and optimizer: `lodotune tasks`, `lodotune optimizers`), on (refuse others) or off."
+    ),
+]
+MembersPerTaskOpt = Annotated[
+    int | None,
+    typer.Option(help="Members per vectorized shard (default: a population over the devices it may use)."),
 ]
 MetaDtypeOpt = Annotated[
     str | None,
@@ -249,6 +264,8 @@ def tune(
     num_gpus_per_trial: Annotated[float, typer.Option(min=0.0)] = 0.0,
     device: DeviceOpt = "cpu",
     meta_dtype: MetaDtypeOpt = None,
+    vectorize: VectorizeOpt = "auto",
+    members_per_task: MembersPerTaskOpt = None,
     baselines: Annotated[
         list[str] | None, typer.Option("--baseline", help="Also evaluate (repeatable; ga and asha).")
     ] = None,
@@ -313,6 +330,8 @@ def tune(
             "step_scale": step_scale,
             "device": device,
             "meta_dtype": meta_dtype,
+            "vectorize": vectorize,
+            "members_per_task": members_per_task,
             "num_cpus_per_trial": num_cpus_per_trial,
             "num_gpus_per_trial": num_gpus_per_trial,
             "baselines": baselines or [],
@@ -368,6 +387,8 @@ def evaluate_command(
     seed: Annotated[int, typer.Option(min=0, help="Job seed: the run seeds derive from it.")] = 0,
     device: DeviceOpt = "cpu",
     meta_dtype: MetaDtypeOpt = None,
+    vectorize: VectorizeOpt = "auto",
+    members_per_task: MembersPerTaskOpt = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/evaluation"),
@@ -385,6 +406,8 @@ def evaluate_command(
             "seed": seed,
             "device": device,
             "meta_dtype": meta_dtype,
+            "vectorize": vectorize,
+            "members_per_task": members_per_task,
         },
     )
     document = None

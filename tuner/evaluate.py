@@ -202,7 +202,8 @@ def evaluate(
             "errors": summary.errors,
             "error": next((r.error for r in runs if r.error is not None), None),  # the first, in seed order
             "runs": summary.runs,
-            "steps_per_second": _finite_or_none(summary.steps_per_second),  # None: no run made a step
+            # per run (a vectorized run's share of its shard's time); None: no run made a step
+            "steps_per_second": _finite_or_none(summary.steps_per_second),
             "metrics": {
                 k: statistics.fmean([r.metrics[k] for r in runs if k in r.metrics]) for k in metric_names
             },
@@ -214,6 +215,7 @@ def evaluate(
                     "diverged": r.diverged,
                     "error": r.error,
                     "metrics": r.metrics,
+                    "execution": r.execution,  # vectorized (members of the shard) or alone, and why
                     "curve": _downsample(r.losses),
                 }
                 for r in runs

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._validation import invalid
+from .population import Vectorize, check_members_per_task, check_vectorize, plan, run_population
 from .trial import TrialResult, TrialSpec, run_trial
 
 Progress = Callable[[int, TrialResult], None]
@@ -78,16 +79,55 @@ def failed_result(spec: TrialSpec, error: str, wall_time: float = 0.0) -> TrialR
     )
 
 
-def run_shard(specs: Sequence[TrialSpec], trial_fn: TrialFn = run_trial) -> list[TrialResult]:
-    """Run ``specs`` one after another; an exception in a trial becomes that trial's error result."""
-    results = []
-    for spec in specs:
-        start = time.perf_counter()
-        try:
-            results.append(trial_fn(spec))
-        except Exception as exc:
-            results.append(failed_result(spec, f"{type(exc).__name__}: {exc}", time.perf_counter() - start))
-    return results
+def _run_one(spec: TrialSpec, trial_fn: TrialFn, reason: str | None) -> TrialResult:
+    start = time.perf_counter()
+    try:
+        result = trial_fn(spec)
+    except Exception as exc:
+        result = failed_result(spec, f"{type(exc).__name__}: {exc}", time.perf_counter() - start)
+    if result.execution is None:
+        result.execution = {"vectorized": False, "members": 1, "reason": reason}
+    return result
+
+
+def _run_vectorized(specs: list[TrialSpec]) -> list[TrialResult]:
+    start = time.perf_counter()
+    try:
+        return run_population(specs)
+    except Exception as exc:
+        # one program for all members: its exception is every member's error
+        error, wall = f"{type(exc).__name__}: {exc}", time.perf_counter() - start
+        results = [failed_result(spec, error, wall) for spec in specs]
+        for result in results:
+            result.execution = {"vectorized": True, "members": len(specs)}
+        return results
+
+
+def run_shard(
+    specs: Sequence[TrialSpec],
+    trial_fn: TrialFn = run_trial,
+    *,
+    vectorize: Vectorize = "off",
+    members_per_task: int | None = None,
+    progress: Progress | None = None,
+) -> list[TrialResult]:
+    """Run ``specs``: each group that shares a program as vectorized populations
+    (:func:`tuner.population.plan`: ``vectorize``, ``members_per_task``, the memory budget), the
+    others one after another; an exception becomes its trials' error results. A custom
+    ``trial_fn`` always runs per trial. ``progress(index, result)`` as each result is ready."""
+    if trial_fn is not run_trial:
+        vectorize = "off"
+    results: list[TrialResult | None] = [None] * len(specs)
+    for shard in plan(specs, vectorize, members_per_task=members_per_task):
+        if shard.vectorized:
+            out = _run_vectorized([specs[i] for i in shard.indices])
+        else:
+            out = [_run_one(specs[i], trial_fn, shard.reason) for i in shard.indices]
+        for index, result in zip(shard.indices, out, strict=True):
+            results[index] = result
+            if progress is not None:
+                progress(index, result)
+    return results  # type: ignore[return-value]
 
 
 class _Closing:
@@ -102,34 +142,46 @@ class _Closing:
 
 
 class LocalExecutor(_Closing):
-    """Runs every trial in this process, in input order.
+    """Runs every trial in this process: per trial in input order, or (``vectorize``) each group
+    of trials that shares task, optimizer and length as vectorized populations.
 
     ``trial_fn`` replaces ``run_trial`` (a fake fitness for strategy tests, say).
     """
 
-    def __init__(self, *, trial_fn: TrialFn = run_trial) -> None:
+    def __init__(
+        self,
+        *,
+        trial_fn: TrialFn = run_trial,
+        vectorize: Vectorize = "off",
+        members_per_task: int | None = None,
+    ) -> None:
         self._trial_fn = trial_fn
+        self.vectorize = check_vectorize(vectorize)
+        self.members_per_task = check_members_per_task(members_per_task)
 
     def map(self, specs: Sequence[TrialSpec], progress: Progress | None = None) -> list[TrialResult]:
-        results = []
-        for index, spec in enumerate(specs):
-            (result,) = run_shard([spec], self._trial_fn)
-            results.append(result)
-            if progress is not None:
-                progress(index, result)
-        return results
+        return run_shard(
+            list(specs),
+            self._trial_fn,
+            vectorize=self.vectorize,
+            members_per_task=self.members_per_task,
+            progress=progress,
+        )
 
     def __repr__(self) -> str:
-        return "LocalExecutor()"
+        return f"LocalExecutor(vectorize={self.vectorize!r})"
 
 
-def _ray_worker_shard(specs: list[TrialSpec], num_threads: int, trial_fn: TrialFn) -> list[TrialResult]:
-    """The body of a Ray task: cap torch's threads to the CPUs reserved, then run the shard."""
+def _ray_worker_shard(
+    specs: list[TrialSpec], num_threads: int, trial_fn: TrialFn, vectorize: Vectorize = "off"
+) -> list[TrialResult]:
+    """The body of a Ray task: cap torch's threads to the CPUs reserved, then run the shard (a
+    vectorized one is split further here if it does not fit this worker's memory)."""
     import torch
 
     if torch.get_num_threads() != num_threads:
         torch.set_num_threads(num_threads)
-    return run_shard(specs, trial_fn)
+    return run_shard(specs, trial_fn, vectorize=vectorize)
 
 
 def _check_resource(name: str, value: object) -> float:
@@ -214,7 +266,11 @@ class RayExecutor(_Closing):
         num_cpus: int | None = None,
         trials_per_task: int = 1,
         trial_fn: TrialFn = run_trial,
+        vectorize: Vectorize = "off",
+        members_per_task: int | None = None,
     ) -> None:
+        self.vectorize = check_vectorize(vectorize)
+        self.members_per_task = check_members_per_task(members_per_task)
         self.num_cpus_per_trial = _check_resource("num_cpus_per_trial", num_cpus_per_trial)
         self.num_gpus_per_trial = _check_resource("num_gpus_per_trial", num_gpus_per_trial)
         self.max_retries = _check_int("max_retries", max_retries, 0)
@@ -279,25 +335,51 @@ class RayExecutor(_Closing):
         num_threads = max(1, int(self.num_cpus_per_trial))
         # a custom trial function is shipped once, not with every task
         trial_fn = run_trial if self._trial_fn is run_trial else ray.put(self._trial_fn)
-        size = self.trials_per_task
         pending = {}
-        for first in range(0, len(specs), size):
-            shard = specs[first : first + size]
-            pending[self._task.remote(shard, num_threads, trial_fn)] = (first, shard)
+        for indices, vectorize in self._shards(specs):
+            shard = [specs[i] for i in indices]
+            pending[self._task.remote(shard, num_threads, trial_fn, vectorize)] = (indices, shard)
         results: list[TrialResult | None] = [None] * len(specs)
         try:
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
-                first, shard = pending.pop(ref)
-                for offset, result in enumerate(self._collect(ref, shard)):
-                    results[first + offset] = result
+                indices, shard = pending.pop(ref)
+                for index, result in zip(indices, self._collect(ref, shard), strict=True):
+                    results[index] = result
                     if progress is not None:
-                        progress(first + offset, result)
+                        progress(index, result)
         finally:
             for ref in pending:  # progress raised or the driver was interrupted
                 with contextlib.suppress(Exception):
                     ray.cancel(ref)
         return results  # type: ignore[return-value]
+
+    def _slots(self) -> int:
+        """How many shards the cluster can run at once: its GPUs (or CPUs) over one task's share."""
+        resources = self._ray.cluster_resources()
+        if self.num_gpus_per_trial > 0:
+            return max(1, int(resources.get("GPU", 0) / self.num_gpus_per_trial))
+        if self.num_cpus_per_trial > 0:
+            return max(1, int(resources.get("CPU", 0) / self.num_cpus_per_trial))
+        return 1
+
+    def _shards(self, specs: list[TrialSpec]) -> list[tuple[list[int], Vectorize]]:
+        """One task per vectorized shard (a population divided over the slots, or
+        ``members_per_task`` members; the worker splits what does not fit its memory), and the
+        per-trial specs in tasks of ``trials_per_task``."""
+        vectorize = self.vectorize if self._trial_fn is run_trial else "off"
+        if vectorize == "off":
+            size = self.trials_per_task
+            return [(list(range(k, min(k + size, len(specs)))), "off") for k in range(0, len(specs), size)]
+        shards = plan(
+            specs, vectorize, members_per_task=self.members_per_task, slots=self._slots(), fit_memory=False
+        )
+        # the worker plans its shard again (same mode): it records why a trial ran alone
+        tasks = [(list(s.indices), vectorize) for s in shards if s.vectorized]
+        alone = [i for s in shards if not s.vectorized for i in s.indices]
+        size = self.trials_per_task
+        tasks += [(alone[k : k + size], vectorize) for k in range(0, len(alone), size)]
+        return tasks
 
     def _collect(self, ref: Any, shard: list[TrialSpec]) -> list[TrialResult]:
         try:
@@ -326,7 +408,7 @@ class RayExecutor(_Closing):
         return (
             f"RayExecutor(num_cpus_per_trial={self.num_cpus_per_trial:g}, "
             f"num_gpus_per_trial={self.num_gpus_per_trial:g}, max_retries={self.max_retries}, "
-            f"trials_per_task={self.trials_per_task})"
+            f"trials_per_task={self.trials_per_task}, vectorize={self.vectorize!r})"
         )
 
 
@@ -342,10 +424,11 @@ def make_executor(kind: Literal["local", "ray"], **options: Any) -> Executor:
     if kind not in EXECUTORS:
         raise invalid("executor kind", kind, " | ".join(EXECUTORS))
     if kind == "local":
+        shared = inspect.signature(LocalExecutor.__init__).parameters
         ray_defaults = {
             name: p.default
             for name, p in inspect.signature(RayExecutor.__init__).parameters.items()
-            if p.kind is p.KEYWORD_ONLY and name != "trial_fn"
+            if p.kind is p.KEYWORD_ONLY and name not in shared
         }
         for name in [n for n in options if n in ray_defaults]:
             value = options.pop(name)

@@ -26,10 +26,16 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
+def _execution(job: TuneJob | EvaluateJob, ctx: JobContext) -> None:
+    """The job's choice of how shards run goes to the executor the context makes."""
+    ctx.vectorize, ctx.members_per_task = job.vectorize, job.members_per_task
+
+
 def run_tune_job(job: TuneJob, ctx: JobContext, *, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
     """Tune (or take ``tuned``), then evaluate; returns ``{"hyperparameters": …, "results": …}``
     (no ``results`` when the job does not evaluate)."""
     strategy = get_strategy(job.strategy)
+    _execution(job, ctx)
     if ctx.resume and ctx.history is None and not strategy.resumable:
         raise ValueError(
             f"Invalid resume: strategy {job.strategy} cannot resume a run (it starts again; "
@@ -61,6 +67,7 @@ def run_evaluate_job(
 ) -> dict[str, Any]:
     """N seeds of each of the job's optimizers (``tuned``: a run's hyperparameters document, whose
     optimizer then runs at its values, labelled ``tuned_source``); returns the results document."""
+    _execution(job, ctx)
     try:
         plan = plan_for(job, tuned, tuned_source)
         results = run_plan(plan, ctx)

@@ -46,6 +46,9 @@ class JobContext:
     num_cpus_per_trial: float = 1.0
     num_gpus_per_trial: float = 0.0
     evaluation_dir: Path | None = None  # default: the run directory's evaluation/
+    # how the executor runs a shard of trials (tuner.population): set from the job by tuner.jobs
+    vectorize: str = "off"
+    members_per_task: int | None = None
     executor_override: Executor | None = None  # an executor the caller owns (tests, benchmarks)
     _executor: Executor | None = field(default=None, repr=False)
 
@@ -58,7 +61,7 @@ class JobContext:
         if self.executor_override is not None:
             return self.executor_override
         if self._executor is None:
-            options: dict[str, Any] = {}
+            options: dict[str, Any] = {"vectorize": self.vectorize, "members_per_task": self.members_per_task}
             if self.runtime.executor == "ray":
                 options = {
                     "address": self.runtime.ray_address,

@@ -16,6 +16,7 @@ import lodo
 import tasks as task_registry
 
 from .final import final_length
+from .population import Vectorize, check_supported
 from .strategies import STRATEGIES, get_strategy
 
 OptionValue = bool | int | float | str
@@ -81,9 +82,27 @@ class _Job(BaseModel):
         None, description="LODO's meta-state dtype (default float64, the authors'); LODO-family only."
     )
     seeds: int = Field(8, ge=1, le=256, strict=True, description="Final evaluation runs per optimizer.")
+    vectorize: Vectorize = Field(
+        "auto",
+        description=(
+            "Run the trials of a generation (and the seeds of an evaluation) as one batched program: "
+            "auto (every supported task and optimizer), on (refuse an unsupported one) or off."
+        ),
+    )
+    members_per_task: int | None = Field(
+        None,
+        ge=1,
+        le=65_536,
+        strict=True,
+        description="Members per vectorized shard (default: a population divided over its devices).",
+    )
 
     def _check_task_options(self) -> None:
         task_registry.registry.spec(self.task).resolve_options(self.task_options)
+
+    def _check_vectorize(self, optimizers: list[str]) -> None:
+        if self.vectorize == "on":
+            check_supported(self.task, optimizers)
 
 
 class TuneJob(_Job):
@@ -135,6 +154,7 @@ class TuneJob(_Job):
                 f"({strategy.describe()['optimizers'][0]}): give no optimizer and no baselines"
             )
         _check_meta_dtype(self.meta_dtype, self.optimizers())
+        self._check_vectorize(self.optimizers())
         strategy.check(self)
         return self
 
@@ -177,6 +197,7 @@ class EvaluateJob(_Job):
                 )
             lodo.get(name).check_values(values)
         _check_meta_dtype(self.meta_dtype, self.optimizers)
+        self._check_vectorize(self.optimizers)
         return self
 
     def length(self) -> int:

@@ -50,6 +50,9 @@ class TrialResult:
     steps_per_second: float
     metrics: dict[str, float]
     error: str | None = None
+    # how it ran: {"vectorized": True, "members": P, "formulation": ...} for a member of a
+    # population (wall_time is then the population's), {"vectorized": False, "reason": ...} alone
+    execution: dict[str, Any] | None = None
 
     @property
     def status(self) -> Status:

@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from api.cli import app
@@ -36,6 +37,8 @@ LONG_TUNE = {
     "population": 6,
     "step_scale": 0.5,
     "evaluate": False,
+    # vectorized shards of one size on Ray (2 CPUs) and in-process, which the kill test compares
+    "members_per_task": 3,
 }
 
 
@@ -159,15 +162,26 @@ def test_kill_9_mid_job_then_restart_resumes_to_the_uninterrupted_result(serve, 
     spec = {**job["spec"]}
     job = TuneRequest.model_validate({**spec, "evaluate": False})
     ctx = JobContext(RunDir(tmp_path / "reference"), Runtime("local"))
-    reference = run_tune_job(job, ctx)["hyperparameters"]
+    # as the Ray workers (one CPU per trial): a population's reductions may split by thread count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = run_tune_job(job, ctx)["hyperparameters"]
+    finally:
+        torch.set_num_threads(threads)
     assert resumed["hyperparameters"] == reference["hyperparameters"]
     assert resumed["normalized_mean"] == reference["normalized_mean"]
     assert [g["generation"] for g in generations] == [0, 1, 2, 3, 4]
     for g in generations:
+        # vectorized shards in Ray's workers and in this process agree to rounding (a fitness has
+        # differed in its last bits), which leaves the elite, and so the values above, exact
         expected = read_json(RunDir(tmp_path / "reference").generation_path(g["generation"]))
-        assert [p["fitness"] for p in g["record"]["population"]] == [
-            p["fitness"] for p in expected["population"]
-        ]
+        got = [p["fitness"] for p in g["record"]["population"]]
+        want = [p["fitness"] for p in expected["population"]]
+        assert [f is None for f in got] == [f is None for f in want]
+        assert [f for f in got if f is not None] == pytest.approx(
+            [f for f in want if f is not None], rel=1e-12
+        )
 
 
 def test_cancel_running_and_queued_jobs_keeps_finished_generations(serve):

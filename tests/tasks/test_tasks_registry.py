@@ -79,7 +79,15 @@ def test_describe_is_json_and_needs_no_data(tmp_path, monkeypatch):
     entries = json.loads(json.dumps(tasks.describe()))
     assert [entry["name"] for entry in entries] == list(EXPECTED_NAMES)
     for entry in entries:
-        assert set(entry) == {"name", "description", "num_parameters", "dtype", "options", "stands_in_for"}
+        assert set(entry) == {
+            "name",
+            "description",
+            "num_parameters",
+            "dtype",
+            "options",
+            "stands_in_for",
+            "vectorized",
+        }
         assert isinstance(entry["num_parameters"], int)
         for option in entry["options"]:
             assert set(option) == {"name", "default", "description"}

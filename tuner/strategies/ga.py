@@ -222,6 +222,16 @@ def _generation_line(
     return f"generation {g + 1}: best fitness {best}, elite mean {values}{flags}"
 
 
+def _execution_summary(results: list[TrialResult]) -> dict[str, Any]:
+    """How the generation ran: vectorized trials and the sizes of their shards, the others alone."""
+    sizes = [r.execution["members"] for r in results if r.execution and r.execution.get("vectorized")]
+    # every member carries its shard's size: k shards of size s leave k·s members saying s
+    shard_sizes = [
+        size for size in sorted(set(sizes), reverse=True) for _ in range(sizes.count(size) // size)
+    ]
+    return {"vectorized": len(sizes), "alone": len(results) - len(sizes), "shard_sizes": shard_sizes}
+
+
 def _generation_record(g, gen, population, results, told, space) -> dict[str, Any]:
     return {
         "generation": g,
@@ -238,11 +248,13 @@ def _generation_record(g, gen, population, results, told, space) -> dict[str, An
                 "diverged": res.diverged,
                 "error": res.error,
                 "wall_time": res.wall_time,
+                "execution": res.execution,
             }
             for ind, res, fit in zip(population, results, told.fitnesses, strict=True)
         ],
         "diverged": sum(r.status == "diverged" for r in results),
         "errors": sum(r.status == "error" for r in results),
+        "execution": _execution_summary(results),
         "elite": told.elite,
         "all_diverged": told.all_diverged,
         "elite_mean": {"coords": dict(told.state.mean), "values": space.decode(told.state.mean)},

@@ -1,0 +1,232 @@
+"""Populations of one task: P seeded instances whose training losses are evaluated as one program.
+
+A GA generation trains P members on the same task with the same options; only their seeds (and
+the optimizer's hyperparameters) differ. A :class:`Population` keeps the P instances that
+:func:`tasks.build` makes — each still draws its minibatches, noise and query pixels from its own
+streams, exactly as a lone trial would — and evaluates all members' losses at once from one
+``[P, n]`` tensor of flat parameters (row i: member i's parameters in ``task.parameters()``
+order). After training, :meth:`Population.write_back` puts each row into its instance, so the
+task's own ``metrics`` run unchanged.
+
+Forms, by task class:
+
+* Rosenbrock (both variants): the formula on the ``[P, 2]`` rows; the per-trial ops, elementwise.
+* The noisy quadratic bowl: the P Hessians as one ``[P, n, n]`` tensor, the P centres as
+  ``[P, n]``; each member's random-walk step comes from its own stream.
+* Tasks with model outputs (the MLPs, the autoregression CNNs): each member's next minibatch from
+  its instance (``next_output_batch``), then the loss of the shared module structure through
+  ``torch.func.functional_call`` — ``vmap`` over the members (one batched matmul per layer), or
+  a ``loop`` over them (the depthwise convolutions of the CNN are slower under ``vmap`` on a CPU;
+  bench/ga_generation.py measures both). ResNet-18 (batch norm, augmentation) is not vectorized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch.func import functional_call, vmap
+
+from tasks.autoregression import AutoregressionTask
+from tasks.base import OutputTask, Task, output_loss
+from tasks.noisy_quadratic_bowl import NoisyQuadraticBowl
+from tasks.rosenbrock import Rosenbrock
+from tasks.supervised import SupervisedTask
+
+Formulation = Literal["auto", "vmap", "loop"]
+FORMULATIONS = ("auto", "vmap", "loop")
+# The tasks with a population form, by registry name (ResNet-18 keeps the per-trial path).
+SUPPORTED = (
+    "rosenbrock",
+    "rosenbrock-classic",
+    "noisy-quadratic-bowl",
+    "digits-mlp",
+    "fashion-mnist-mlp",
+    "uci-energy",
+    "uci-protein",
+    "digits-autoregression",
+    "mnist-autoregression",
+)
+
+
+def supports(task: str) -> bool:
+    return task in SUPPORTED
+
+
+class Population:
+    """P instances of one task; see the module docstring. Subclasses implement :meth:`losses`."""
+
+    formulation = "elementwise"
+
+    def __init__(self, members: Sequence[Task]) -> None:
+        self.members = list(members)
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def initial_parameters(self) -> torch.Tensor:
+        """``[P, n]``: every member's parameters as built (its seeded initialisation)."""
+        return torch.stack(
+            [torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in self.members]
+        )
+
+    def losses(self, params: torch.Tensor) -> torch.Tensor:
+        """``[P]``: each member's training loss at its row of ``params`` on a fresh minibatch (fresh
+        noise), as its ``train_loss()`` would draw it; differentiable in ``params``."""
+        raise NotImplementedError
+
+    def keep(self, index: Sequence[int]) -> None:
+        """Keep the members ``index`` (positions in the current order), in that order."""
+        self.members = [self.members[i] for i in index]
+
+    def write_back(self, params: torch.Tensor) -> None:
+        """Put row i of ``params`` (and any per-member state this form holds) into member i."""
+        with torch.no_grad():
+            for member, row in zip(self.members, params.detach(), strict=True):
+                offset = 0
+                for p in member.parameters():
+                    p.copy_(row[offset : offset + p.numel()].view_as(p))
+                    offset += p.numel()
+
+
+class RosenbrockPopulation(Population):
+    def __init__(self, members: Sequence[Rosenbrock]) -> None:
+        super().__init__(members)
+        first = members[0]
+        self.a, self.b, self.scale = first.a, first.b, first.scale
+
+    def losses(self, params: torch.Tensor) -> torch.Tensor:
+        x, y = params[:, 0], params[:, 1]
+        return self.scale * (self.a * (1 - x) ** 2 + self.b * (y - x**2) ** 2)
+
+
+class BowlPopulation(Population):
+    """The bowls' Hessians and centres stacked; each centre moves by its own member's noise."""
+
+    def __init__(self, members: Sequence[NoisyQuadraticBowl]) -> None:
+        super().__init__(members)
+        self.hessians = torch.stack([m.hessian for m in members])
+        self.centres = torch.stack([m.centre for m in members])
+
+    def losses(self, params: torch.Tensor) -> torch.Tensor:
+        first = self.members[0]
+        steps = [
+            torch.randn(len(m.centre), generator=m._noise, dtype=torch.float64) * m.sigma
+            for m in self.members
+        ]
+        self.centres = self.centres + torch.stack(steps).to(device=first.device, dtype=first.dtype)
+        offsets = params - self.centres
+        return 0.5 * (offsets * torch.bmm(self.hessians, offsets.unsqueeze(2)).squeeze(2)).sum(dim=1)
+
+    def keep(self, index: Sequence[int]) -> None:
+        super().keep(index)
+        rows = torch.as_tensor(list(index), device=self.hessians.device)
+        self.hessians = self.hessians.index_select(0, rows)
+        self.centres = self.centres.index_select(0, rows)
+
+    def write_back(self, params: torch.Tensor) -> None:
+        super().write_back(params)
+        for member, centre in zip(self.members, self.centres, strict=True):
+            member.centre = centre.clone()
+
+
+class OutputPopulation(Population):
+    """Members with a model: the same module structure, each member's own batches and parameters."""
+
+    def __init__(self, members: Sequence[OutputTask], formulation: Literal["vmap", "loop"]) -> None:
+        super().__init__(members)
+        self.formulation = formulation
+        self.module = members[0].model
+        self.shapes = [(name, p.shape) for name, p in self.module.named_parameters()]
+        _share_data(members)
+
+    def _unflatten(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, offset = {}, 0
+        for name, shape in self.shapes:
+            size = shape.numel()
+            out[name] = row[..., offset : offset + size].view(*row.shape[:-1], *shape)
+            offset += size
+        return out
+
+    def _member_loss(
+        self, row: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, form
+    ) -> torch.Tensor:
+        return output_loss(form, functional_call(self.module, self._unflatten(row), (inputs,)), targets)
+
+    def losses(self, params: torch.Tensor) -> torch.Tensor:
+        batches = [m.next_output_batch() for m in self.members]
+        form = batches[0].loss
+        if self.formulation == "loop":
+            return torch.stack(
+                [
+                    self._member_loss(row, b.inputs, b.targets, form)
+                    for row, b in zip(params, batches, strict=True)
+                ]
+            )
+        inputs = torch.stack([b.inputs for b in batches])
+        targets = torch.stack([b.targets for b in batches])
+        return vmap(lambda row, x, y: self._member_loss(row, x, y, form))(params, inputs, targets)
+
+
+def _share_data(members: Sequence[Task]) -> None:
+    """Members read one copy of the datasets (each instance loaded its own; only seeds differ)."""
+    first = members[0]
+    for member in members[1:]:
+        if isinstance(member, SupervisedTask):
+            member.train_set, member.validation_set, member.test_set = (
+                first.train_set,
+                first.validation_set,
+                first.test_set,
+            )
+        elif isinstance(member, AutoregressionTask):
+            member.train_images = first.train_images
+            member.validation_images = first.validation_images
+            member.test_images = first.test_images
+
+
+def activation_bytes(task: Task) -> int:
+    """What one training minibatch of ``task`` keeps for the backward pass, estimated from one
+    forward pass (on this instance's next batch: use a probe instance, not a member): three times
+    the bytes every module outputs (the outputs, the inputs elementwise functions save, their
+    gradients). Zero for tasks without a model batch (Rosenbrock, the bowl)."""
+    if not isinstance(task, OutputTask):
+        return 0
+    batch = task.next_output_batch()
+    total = [batch.inputs.numel() * batch.inputs.element_size()]
+
+    def count(module, inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(count) for m in batch.model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            batch.model(batch.inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return 3 * total[0]
+
+
+def default_formulation(task: str, device: torch.device) -> Literal["vmap", "loop"]:
+    """``loop`` for the CNNs on a CPU (measured slower under ``vmap``), ``vmap`` elsewhere."""
+    if task.endswith("-autoregression") and device.type == "cpu":
+        return "loop"
+    return "vmap"
+
+
+def population(name: str, members: Sequence[Task], formulation: Formulation = "auto") -> Population:
+    """The population form of task ``name`` over its instances ``members`` (at least one)."""
+    if name not in SUPPORTED:
+        raise ValueError(f"Invalid task for a population: {name!r} (allowed: {' | '.join(SUPPORTED)})")
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"Invalid formulation: {formulation!r} (allowed: {' | '.join(FORMULATIONS)})")
+    first = members[0]
+    if isinstance(first, Rosenbrock):
+        return RosenbrockPopulation(members)
+    if isinstance(first, NoisyQuadraticBowl):
+        return BowlPopulation(members)
+    chosen = default_formulation(name, first.device) if formulation == "auto" else formulation
+    return OutputPopulation(members, chosen)
