@@ -232,8 +232,7 @@ def run_population(
         options=first.optimizer_options,
     )
     losses: list[list[float]] = [[] for _ in specs]
-    diverged = [False] * len(specs)
-    ended = [0.0] * len(specs)
+    ended = [0.0] * len(specs)  # when a dropped (diverged) member stopped
     alive = list(range(len(specs)))  # row j of the batch is spec alive[j]
     start = time.perf_counter()
 
@@ -241,7 +240,6 @@ def run_population(
         nonlocal params, alive
         now = time.perf_counter() - start
         for j in stopped:
-            diverged[alive[j]] = True
             ended[alive[j]] = now
         stopped_rows = set(stopped)
         rows = [j for j in range(len(alive)) if j not in stopped_rows]
