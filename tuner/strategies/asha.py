@@ -375,7 +375,13 @@ def tune_asha(config: AshaConfig, ctx: JobContext) -> dict[str, Any]:
         )
     if all(r["error"] for r in trials):
         raise AllTrialsFailed(f"every ASHA trial raised an error, the first: {trials[0]['error']}")
-    best = grid.get_best_result(metric=metric, mode="min", scope="last", filter_nan_and_inf=False)
+    try:
+        best = grid.get_best_result(metric=metric, mode="min", scope="last", filter_nan_and_inf=False)
+    except RuntimeError as err:  # trials started, none reported the metric before the budget ended
+        raise RuntimeError(
+            f"No ASHA trial reported {metric} within time_budget_s = {config.time_budget_s} s "
+            f"({len(trials)} started): give the search more time or fewer steps"
+        ) from err
     winner = next(r for r in trials if r["trial_id"] == best.metrics["trial_id"])
     hyperparameters = lodo.get(config.optimizer).check_values(winner["values"])
     task_options = {**config.task_options, **winner["task_options"]}
