@@ -279,30 +279,16 @@ def run_population(
     execution = {"vectorized": True, "members": len(specs), "formulation": population.formulation}
     for j, member in enumerate(population.members):
         index = alive[j]
-        results[index] = _result(
-            specs[index],
-            losses[index],
-            False,
-            wall,
-            execution,
-            member.metrics(preconditioner=optimizer.precondition(j)),
+        metrics = member.metrics(preconditioner=optimizer.precondition(j))
+        results[index] = TrialResult.finished(
+            specs[index], losses[index], diverged=False, wall=wall, metrics=metrics, execution=dict(execution)
         )
     for index, spec in enumerate(specs):
         if results[index] is None:
-            results[index] = _result(spec, losses[index], True, ended[index], execution, {})
+            results[index] = TrialResult.finished(
+                spec, losses[index], diverged=True, wall=ended[index], metrics={}, execution=dict(execution)
+            )
     return results  # type: ignore[return-value]
-
-
-def _result(spec, losses, diverged, wall, execution, metrics) -> TrialResult:
-    return TrialResult(
-        spec=spec,
-        losses=losses,
-        diverged=diverged,
-        wall_time=wall,
-        steps_per_second=len(losses) / wall if wall > 0 else float("inf"),
-        metrics=metrics,
-        execution=dict(execution),
-    )
 
 
 def describe() -> dict[str, Any]:

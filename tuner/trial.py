@@ -69,6 +69,12 @@ class TrialResult:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "status": self.status}
 
+    @classmethod
+    def finished(cls, spec, losses, *, diverged, wall, metrics, execution=None) -> TrialResult:
+        """The result of a trial that ran (to its end or to its divergence) in ``wall`` seconds."""
+        rate = len(losses) / wall if wall > 0 else float("inf")
+        return cls(spec, losses, diverged, wall, rate, metrics, execution=execution)
+
 
 class Diverged(Exception):
     """Raised by :func:`train` when a recorded loss is not finite."""
@@ -190,11 +196,4 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     wall = time.perf_counter() - start
     precondition = getattr(optimizer, "precondition", None)
     metrics = {} if diverged else task.metrics(preconditioner=precondition)
-    return TrialResult(
-        spec=spec,
-        losses=losses,
-        diverged=diverged,
-        wall_time=wall,
-        steps_per_second=len(losses) / wall if wall > 0 else float("inf"),
-        metrics=metrics,
-    )
+    return TrialResult.finished(spec, losses, diverged=diverged, wall=wall, metrics=metrics)
