@@ -8,6 +8,7 @@ images train, the next 180 validate, the last 180 test (classes are balanced in 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,11 +30,18 @@ class Digits:
 
 
 def load_digits() -> Digits:
-    """The three splits of the digits (read from scikit-learn's package data)."""
+    """The three splits of the digits (read from scikit-learn's package data), the caller's own copy."""
+    images, labels = _read_digits()
+    images, labels = images.copy(), labels.copy()
+    a, b = TRAIN, TRAIN + VALIDATION
+    return Digits(images[:a], labels[:a], images[a:b], labels[a:b], images[b:], labels[b:])
+
+
+@functools.cache
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """Read once per process: a GA generation builds one task per member, and scikit-learn parses
+    its compressed CSV anew on each call (~0.1 s)."""
     from sklearn.datasets import load_digits as sklearn_load_digits  # a second to import: only on use
 
     bunch = sklearn_load_digits()
-    images = bunch.images.astype(np.uint8)
-    labels = bunch.target.astype(np.int64)
-    a, b = TRAIN, TRAIN + VALIDATION
-    return Digits(images[:a], labels[:a], images[a:b], labels[a:b], images[b:], labels[b:])
+    return bunch.images.astype(np.uint8), bunch.target.astype(np.int64)

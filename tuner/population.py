@@ -252,20 +252,14 @@ def run_population(
     for _ in range(first.steps):
         if not alive:
             break
-        watched = params.detach().requires_grad_(True)
-        with torch.enable_grad():
-            batch_losses = population.losses(watched)
-        values = batch_losses.detach().tolist()
+        batch_losses, grads = population.losses_and_gradients(params)
+        values = batch_losses.tolist()
         for j, value in enumerate(values):
             losses[alive[j]].append(value)
         finite = [j for j, value in enumerate(values) if math.isfinite(value)]
-        with torch.enable_grad():
-            (grads,) = torch.autograd.grad(batch_losses[finite].sum(), watched) if finite else (None,)
-        params = watched.detach()
         if len(finite) < len(values):
             stopped = [j for j in range(len(values)) if j not in set(finite)]
-            if grads is not None:
-                grads = grads[finite]
+            grads = grads[finite]
             drop(stopped)
             if not alive:
                 break

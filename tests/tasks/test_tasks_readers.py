@@ -188,3 +188,22 @@ def test_uci_reader_checks_shape_and_permutation(tmp_path, writers):
     (root / "raw" / "data_targets.txt").write_text("1 2 three\n")
     with pytest.raises(ValueError, match="not whitespace-separated numbers"):
         uci.load_uci(tmp_path, uci.ENERGY)
+
+
+def test_uci_files_are_parsed_once_per_version(tmp_path, writers, monkeypatch):
+    data, permutation = writers.uci_like(tmp_path, "UCI_Energy", 768, 9)
+    calls = []
+    loadtxt = np.loadtxt
+    monkeypatch.setattr(np, "loadtxt", lambda *a, **kw: calls.append(a[0]) or loadtxt(*a, **kw))
+    first = uci.load_uci(tmp_path, uci.ENERGY)
+    second = uci.load_uci(tmp_path, uci.ENERGY)
+    assert len(calls) == 2  # the data and the permutation, once
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    first[0][0, 0] = 1e9  # what a caller gets is its own copy
+    assert uci.load_uci(tmp_path, uci.ENERGY)[0][0, 0] == pytest.approx(data[permutation[0], 0], rel=1e-15)
+    changed = data.copy()
+    changed[:, 8] += 1.0
+    np.savetxt(tmp_path / "UCI_Energy" / "raw" / "data_targets.txt", changed)  # a new version of the file
+    _, targets = uci.load_uci(tmp_path, uci.ENERGY)
+    assert len(calls) == 3
+    assert np.allclose(targets[:, 0], changed[permutation, 8], rtol=1e-15)

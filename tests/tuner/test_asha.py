@@ -179,9 +179,20 @@ def test_a_killed_asha_job_resumes_with_its_finished_trials(ray_session, tmp_pat
 
 def test_a_time_budget_that_cuts_trials_off_ends_with_the_finished_ones(ray_session, tmp_path):
     # trials still pending or running when the budget ends come back from Tune without a config
+    # One trial at a time (each asks for both of the session's CPUs), none stopped early
+    # (grace_period = max_t): 200 trials of 2000 steps take minutes on any machine, while the
+    # first ends in seconds, well inside 30 s even on a loaded 2-core runner. (Early stopping
+    # made the cut depend on the machine: a fast runner finished all 200 in 30 s.)
     config = AshaConfig(
-        "digits-mlp", "momentum", num_samples=200, max_t=400, grace_period=4, report_every=4, time_budget_s=30
-    )  # 10 s let no trial report on a loaded 2-core clean-clone run; 200 × 400 steps need far more
+        "digits-mlp",
+        "momentum",
+        num_samples=200,
+        max_t=2000,
+        grace_period=2000,
+        report_every=100,
+        time_budget_s=30,
+        num_cpus_per_trial=2,
+    )
     document = tune_asha(config, JobContext(RunDir(tmp_path)))
     assert 1 <= len(document["trials"]) < config.num_samples
     assert all(set(t["values"]) == set(lodo.get("momentum").names) for t in document["trials"])
