@@ -63,7 +63,7 @@ class JobContext:
         if self._executor is None:
             options: dict[str, Any] = {"vectorize": self.vectorize, "members_per_task": self.members_per_task}
             if self.runtime.executor == "ray":
-                options = {
+                options |= {
                     "address": self.runtime.ray_address,
                     "num_cpus_per_trial": self.num_cpus_per_trial,
                     "num_gpus_per_trial": self.num_gpus_per_trial,

@@ -19,11 +19,11 @@ import schedules
 import tasks
 import tasks.population as task_populations
 from tests.tasks.conftest import write_mnist_like, write_uci_like
-from tuner import population
+from tuner import population, runtime
 from tuner.executors import LocalExecutor, RayExecutor
 from tuner.population import plan, run_population
 from tuner.rundir import RunDir
-from tuner.runtime import JobContext
+from tuner.runtime import JobContext, Runtime
 from tuner.specs import EvaluateJob, TuneJob
 from tuner.strategies.ga import TuneConfig, tune
 from tuner.trial import TrialSpec, run_trial
@@ -292,3 +292,11 @@ def test_describe_lists_what_runs_vectorized():
         "lodo", "lodo-diagonal", "lodo-global", "lodo-residuals", "lodo-no-momentum", "lodo-sgd",
         "adam", "momentum", "rmsprop", "yogi", "sgd",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_the_context_gives_either_executor_the_jobs_choice(executor, tmp_path, monkeypatch):
+    made = {}
+    monkeypatch.setattr(runtime, "make_executor", lambda kind, **options: made.update(options) or object())
+    JobContext(RunDir(tmp_path), Runtime(executor), vectorize="on", members_per_task=3).executor()
+    assert (made["vectorize"], made["members_per_task"]) == ("on", 3)

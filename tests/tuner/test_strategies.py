@@ -54,6 +54,11 @@ def test_a_strategy_tunes_and_evaluates_through_the_runner(finished):
     summary = STRATEGIES[name].summary(tuned)
     assert summary.rows and all(len(row) == len(summary.columns) for row in summary.rows)
     assert all(t.rows for t in STRATEGIES[name].results_summary(results))
+    if name == "ga":  # the job's vectorize (auto) reached the Ray executor: one shard per CPU
+        records = RunDir(root).finished_generations()
+        assert [r["execution"] for r in records] == [{"vectorized": 4, "alone": 0, "shard_sizes": [2, 2]}] * 2
+        runs = [r for entry in results["optimizers"].values() for r in entry["per_run"]]
+        assert runs and all(r["execution"]["vectorized"] for r in runs)
 
 
 def test_a_strategy_speaks_the_one_event_vocabulary(finished):
