@@ -13,7 +13,8 @@ shards (torch's CPU allocator keeps no peak). Both paths build their tasks insid
 here); ``--per-trial-members K`` times the per-trial path on the first K specs only and scales its
 wall to P (trials are independent, so P/K times K trials' wall is the generation's; the table says
 so). Data: real files under $LODOTUNE_DATA_DIR when present, else generated files of the real
-shape (bench/task_steps.py's generator).
+shape (bench/task_steps.py's generator). Both paths are warmed first on a 2-member, 2-step
+generation of the same case (one-time costs a process pays once, not per generation).
 
 Usage: .venv/bin/python bench/ga_generation.py [--device cpu|cuda] [--scale S]
        [--per-trial-members K] [--only TASK:OPTIMIZER ...] [--members P ...]
@@ -81,6 +82,11 @@ def synchronize(device: str) -> None:
 def run_case(task, optimizer, members, steps, options, device, per_trial_members) -> dict:
     specs = generation(task, optimizer, members, steps, options, device)
     timed = specs[: per_trial_members or members]
+    # Warm both paths (kernels, allocator, lazy imports: a process pays them once, not per generation)
+    warm = generation(task, optimizer, 2, 2, options, device, seed=10_000)
+    for spec in warm:
+        run_trial(spec)
+    run_population(warm)
     synchronize(device)
     start = time.perf_counter()
     alone = [run_trial(s) for s in timed]
