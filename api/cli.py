@@ -66,11 +66,13 @@ def _get(url: str, path: str, **params: Any) -> Any:
 
 def _progress(job: dict) -> str:
     p = job["progress"]
+    study = f"study {p['study'] + 1}/{p['studies']}, " if p.get("study") is not None else ""
     if p["phase"] == "evaluation":
-        return f"evaluation {p['trials_done']}/{p['trials_total']}"
+        return f"{study}evaluation {p['trials_done']}/{p['trials_total']}"
     if p["generations"]:
         return (
-            f"generation {p['generation']}/{p['generations']}, trial {p['trials_done']}/{p['trials_total']}"
+            f"{study}generation {p['generation']}/{p['generations']}, "
+            f"trial {p['trials_done']}/{p['trials_total']}"
         )
     return "-"
 

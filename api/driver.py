@@ -77,9 +77,22 @@ class StoreSink:
             case ev.PhaseStarted(phase=phase, total=total):
                 self._check_cancel()
                 store.update(job_id, phase=phase, trials_done=0, trials_total=total)
-            case ev.GenerationStarted(of=of, population=population):
+            case ev.StudyStarted(study=study, of=of):
                 self._check_cancel()
-                store.update(job_id, phase="tuning", generations=of, trials_done=0, trials_total=population)
+                store.update(job_id, study=study, studies=of)
+            case ev.StudyFinished():
+                store.update(job_id, study=None)  # the job's own evaluation is no study's
+            case ev.GenerationStarted(generation=g, of=of, population=population):
+                self._check_cancel()
+                # g generations are done: in a study after the first, its own (the count restarts)
+                store.update(
+                    job_id,
+                    phase="tuning",
+                    generation=g,
+                    generations=of,
+                    trials_done=0,
+                    trials_total=population,
+                )
             case ev.TrialFinished() | ev.EvaluationRunFinished():
                 store.advance_trials(job_id)
             case ev.Checkpoint(kind="generation", record=record):

@@ -8,8 +8,9 @@ a job (``ServiceBusy`` → 503 with Retry-After). :func:`get_limits` reads the e
 process.
 
 A *trial step* is one step of one trial, whatever the strategy: the GA's Σ over generations of
-population × (steps + 1), ASHA's num_samples × max_t, one-pass's steps, plus the final
-evaluation's seeds × optimizers × its length.
+population × (steps + 1) (times its studies), ASHA's num_samples × max_t, one-pass's steps, plus
+the final evaluation's seeds × optimizers × its length (of a GA job of several studies: each
+study's tuned set and the baselines once).
 """
 
 from __future__ import annotations
@@ -197,7 +198,15 @@ def _evaluation(seeds: int, optimizers: list[str], length: int) -> tuple[int, st
 
 
 def _final(job: TuneJob, length: int) -> tuple[int, str]:
-    return _evaluation(job.seeds, job.optimizers(), length) if job.evaluate else (0, "")
+    if not job.evaluate:
+        return (0, "")
+    if job.studies == 1:
+        return _evaluation(job.seeds, job.optimizers(), length)
+    # each study evaluates its tuned set; the job's evaluation reads the median study's runs back
+    # and runs the baselines once (tuner.studies)
+    runs = job.seeds * (job.studies + len(job.baselines))
+    parts = f"{job.studies} studies + {len(job.baselines)} baselines"
+    return runs * length, f"evaluation {job.seeds} seeds × ({parts}) × {length} steps"
 
 
 def _ga_cost(job: TuneJob, limits: Limits) -> tuple[tuple[int, str], tuple[int, str]]:
@@ -217,8 +226,10 @@ def _ga_cost(job: TuneJob, limits: Limits) -> tuple[tuple[int, str], tuple[int, 
     )
     longest = max(max(g.steps for g in schedule.generations) + 1, schedule.final_steps)
     _check_length(custom or "step_scale", job.step_scale, longest, limits)
-    steps = sum(schedule.population * (g.steps + 1) for g in schedule.generations)
+    steps = job.studies * sum(schedule.population * (g.steps + 1) for g in schedule.generations)
     tuning = f"tuning {generations} generations × {schedule.population} individuals × (steps + 1)"
+    if job.studies > 1:
+        tuning = f"{tuning} × {job.studies} studies"
     return (steps, tuning), _final(job, schedule.final_steps)
 
 

@@ -56,6 +56,10 @@ class JobRow(Base):
     generations: Mapped[int | None]
     trials_done: Mapped[int] = mapped_column(default=0)
     trials_total: Mapped[int | None]
+    # a job of several GA studies (tuner.studies): the study running (0-based; None between
+    # studies and after the last) and how many; both None in a job of one
+    study: Mapped[int | None]
+    studies: Mapped[int | None]
     best_fitness: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
@@ -72,11 +76,17 @@ class JobRow(Base):
 
 
 class GenerationRow(Base):
+    """A finished GA generation; ``study``: its study in a job of several (its record's
+    ``"study"``), 0 in a job of one."""
+
     __tablename__ = "generations"
-    __table_args__ = (UniqueConstraint("job_id", "generation"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "study", "generation", name="uq_generations_job_id_study_generation"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    study: Mapped[int] = mapped_column(default=0, server_default="0")
     generation: Mapped[int]
     best_fitness: Mapped[float | None] = mapped_column(Float)
     record: Mapped[dict[str, Any]]

@@ -153,6 +153,11 @@ class Progress(BaseModel):
     trials_total: int | None
     best_fitness: float | None = Field(description="Lowest finite fitness seen so far.")
     phase: str | None = Field(description="tuning | evaluation")
+    study: int | None = Field(
+        description="A job of several studies: the study running (0-based, as in studies.json); None "
+        "while none is (the job's own evaluation) and in a job of one."
+    )
+    studies: int | None = Field(description="A job of several studies: how many; None in a job of one.")
 
 
 class JobSummary(BaseModel):

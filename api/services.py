@@ -154,6 +154,8 @@ def _progress(job: Any) -> schemas.Progress:
         trials_total=job.trials_total,
         best_fitness=_finite(job.best_fitness),
         phase=job.phase,
+        study=job.study,
+        studies=job.studies,
     )
 
 
@@ -214,6 +216,8 @@ def job_summary(job: Any) -> dict[str, Any]:
             "trials_total": job.trials_total,
             "best_fitness": _finite(job.best_fitness),
             "phase": job.phase,
+            "study": job.study,
+            "studies": job.studies,
         },
         "error": job.error,
         "created_at": job.created_at,

@@ -413,17 +413,24 @@ class JobStore:
 
     def record_generation(self, job_id: str, record: dict[str, Any]) -> None:
         """Store a finished generation (its GA state included) and move the job's progress.
-        Storing the same generation twice keeps the first (a resumed driver may re-send it)."""
+        Storing the same generation twice keeps the first (a resumed driver may re-send it). A
+        generation of a multi-study job names its study (``record["study"]``, tuner.studies)."""
         record = json_safe(record)
-        g = int(record["generation"])
+        g, study = int(record["generation"]), int(record.get("study", 0))
         finite = [p["fitness"] for p in record["population"] if p["fitness"] is not None]
         best = min(finite) if finite else None
         with self.session() as session:
             exists = session.scalar(
-                select(GenerationRow.id).where(GenerationRow.job_id == job_id, GenerationRow.generation == g)
+                select(GenerationRow.id).where(
+                    GenerationRow.job_id == job_id,
+                    GenerationRow.study == study,
+                    GenerationRow.generation == g,
+                )
             )
             if exists is None:
-                session.add(GenerationRow(job_id=job_id, generation=g, best_fitness=best, record=record))
+                session.add(
+                    GenerationRow(job_id=job_id, study=study, generation=g, best_fitness=best, record=record)
+                )
             job = session.scalar(select(JobRow).where(JobRow.id == job_id))
             job.generation = max(job.generation, g + 1)
             if best is not None and (job.best_fitness is None or best < job.best_fitness):
@@ -434,7 +441,12 @@ class JobStore:
                 session.rollback()
 
     def generations(self, job_id: str) -> list[GenerationRow]:
-        query = select(GenerationRow).where(GenerationRow.job_id == job_id).order_by(GenerationRow.generation)
+        """In the order they finished: by study, then generation."""
+        query = (
+            select(GenerationRow)
+            .where(GenerationRow.job_id == job_id)
+            .order_by(GenerationRow.study, GenerationRow.generation)
+        )
         with self.session() as session:
             return list(session.scalars(query))
 

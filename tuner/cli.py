@@ -21,10 +21,12 @@ from . import events as ev
 from ._validation import describe_validation
 from .final import results_tables
 from .jobs import run_evaluate_job, run_tune_job
+from .reproduce import EXPERIMENTS, reproduce
 from .rundir import RunDir, read_json
 from .runtime import JobContext, Runtime
 from .specs import EvaluateJob, TuneJob
 from .strategies import STRATEGIES, describe_strategies, get_strategy
+from .studies import studies_tables
 from .tables import Summary
 
 app = typer.Typer(help="Tune and compare optimizers with the LODO paper's protocol.", no_args_is_help=True)
@@ -94,6 +96,7 @@ class ProgressView:
         self.progress = progress
         self.outer: Any = None  # generations
         self.inner: Any = None  # the trials, updates or runs of the current unit
+        self.study = ""  # "study k/K: " while a study of a multi-study job runs
 
     def _bar(self, description: str, total: int | None) -> Any:
         if self.inner is not None:
@@ -104,10 +107,19 @@ class ProgressView:
     def __call__(self, event: ev.Event) -> None:
         progress = self.progress
         match event:
+            case ev.StudyStarted(study=k, of=of):
+                self.study = f"study {k + 1}/{of}: "
+            case ev.StudyFinished(summary=line):
+                self.study = ""
+                progress.remove_task(self.outer)  # the next study's generations get a bar of their own
+                self.outer = None
+                progress.console.print(line, soft_wrap=True)
             case ev.PhaseStarted(unit="generations", total=total):
-                self.outer = progress.add_task("generations", total=total)
+                self.outer = progress.add_task(f"{self.study}generations", total=total)
             case ev.PhaseStarted(phase=phase, unit=unit, total=total, strategy=strategy):
-                self._bar(f"{strategy} {unit}" if phase == "tuning" else "evaluation runs", total)
+                self._bar(
+                    f"{strategy} {unit}" if phase == "tuning" else f"{self.study}evaluation runs", total
+                )
             case ev.GenerationStarted(generation=g, of=of, sigma=sigma, steps=steps, population=population):
                 self._bar(f"generation {g + 1}/{of}: σ={sigma:g}, {steps} steps", population)
             case ev.TrialFinished() | ev.EvaluationRunFinished() | ev.Checkpoint(kind="update"):
@@ -136,10 +148,10 @@ def _validated(model, data: dict[str, Any]):
         fail(describe_validation(err, tags=STRATEGIES))
 
 
-def _reused_note(document: dict, out_dir: Path) -> None:
+def _reused_note(document: dict, out_dir: Path, earlier: str = "finished earlier") -> None:
     if document.get("reused_runs"):
         console.print(
-            f"{document['reused_runs']} runs were finished earlier and read back from {out_dir}/runs "
+            f"{document['reused_runs']} runs were {earlier} and read back from {out_dir}/runs "
             "(remove that folder to run them again)",
             soft_wrap=True,
         )
@@ -271,6 +283,13 @@ def tune(
     ] = None,
     seeds: SeedsOpt = 8,
     evaluate: Annotated[bool, typer.Option(help="Run the final evaluation after tuning.")] = True,
+    studies: Annotated[
+        int,
+        typer.Option(
+            help="[ga] Independent GA runs from derived seeds (1–64), each evaluated over the --seeds; "
+            "the job keeps the median study, studies.json the spread (RUN_DIR/studies/K/: each study)."
+        ),
+    ] = 1,
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default runs/TASK-OPTIMIZER-TIME).")
     ] = None,
@@ -337,6 +356,7 @@ def tune(
             "baselines": baselines or [],
             "seeds": seeds,
             "evaluate": evaluate,
+            "studies": studies,
         },
     )
     if resume is not None and out is not None and resume != out:
@@ -350,12 +370,17 @@ def tune(
         num_gpus_per_trial=num_gpus_per_trial,
     )
     documents = _run(run_tune_job, job, ctx=ctx)
+    if "studies" in documents:
+        for summary in studies_tables(documents["studies"]):
+            _print_summary(summary)
+        console.print(f"wrote {ctx.run_dir.studies_path}", soft_wrap=True)
     _print_summary(chosen.summary(documents["hyperparameters"]))
     console.print(f"wrote {ctx.run_dir.hyperparameters_path}")
     if "results" in documents:
         for summary in chosen.results_summary(documents["results"]):
             _print_summary(summary)
-        _reused_note(documents["results"], ctx.evaluation_path)
+        earlier = "the median study's or finished earlier" if "studies" in documents else "finished earlier"
+        _reused_note(documents["results"], ctx.evaluation_path, earlier)
         console.print(f"wrote {ctx.evaluation_path}/results.json", soft_wrap=True)
 
 
@@ -426,3 +451,57 @@ def evaluate_command(
         _print_summary(summary)
     _reused_note(results, out)
     console.print(f"wrote {out}/results.json, results.md, curves.png")
+
+
+@app.command("reproduce")
+def reproduce_command(
+    experiments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--experiments", help=f"Experiments to run (repeat; default all): {', '.join(EXPERIMENTS)}."
+        ),
+    ] = None,
+    scale: Annotated[
+        str, typer.Option(help="quick (minutes on a laptop) or paper (the paper's lengths).")
+    ] = "quick",
+    seeds: Annotated[
+        int | None, typer.Option(min=1, max=256, help="Runs per optimizer (default: each experiment's).")
+    ] = None,
+    device: DeviceOpt = "cpu",
+    vectorize: VectorizeOpt = "auto",
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    out: Annotated[Path, typer.Option(help="Output directory (finished runs in it are reused).")] = Path(
+        "runs/reproduce"
+    ),
+) -> None:
+    """The paper's experiments with Table 6 values beside the paper's numbers: report.md, report.json."""
+    with _progress() as progress:
+        try:
+            report = reproduce(
+                out,
+                experiments=experiments,
+                scale=scale,
+                seeds=seeds,
+                runtime=_runtime(executor, ray_address),
+                device=device,
+                vectorize=vectorize,
+                emit=ProgressView(progress),
+                log=lambda line: progress.console.print(line, soft_wrap=True),
+            )
+        except ValueError as err:
+            progress.stop()
+            fail(str(err))
+    table = Table("experiment", "optimizer", "paper", "ours", "verdict", title=f"reproduce ({scale} scale)")
+    for row in report["rows"]:
+        ours = (
+            "–"
+            if row["ours"] is None
+            else f"{row['ours']:.4g}" + (f" ± {row['std']:.2g}" if row["std"] else "")
+        )
+        paper = (
+            row["paper"] if isinstance(row["paper"], str) or row["paper"] is None else f"{row['paper']:.4g}"
+        )
+        table.add_row(row["experiment"], row["optimizer"], str(paper or "–"), ours, row["verdict"])
+    console.print(table)
+    console.print(f"wrote {out}/report.md, {out}/report.json", soft_wrap=True)

@@ -18,14 +18,13 @@ import itertools
 import json
 import math
 import statistics
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import ga
+from . import ga, plots
 from ._validation import invalid
 from .rundir import read_json, write_array, write_json
 from .summary import PAPER_RULE, summarize, window, window_mean
@@ -142,9 +141,11 @@ def evaluate(
     progress=None,
     value_sources: Mapping[str, Mapping[str, str]] | None = None,
     optimizer_options: Mapping[str, Mapping[str, str]] | None = None,
+    metric_every: int | None = None,
 ) -> dict[str, Any]:
     """Run every optimizer in ``entries`` (name → hyperparameters) for ``seeds`` runs; runs already
-    kept in ``out_dir/runs`` for the same spec are reused, not run again.
+    kept in ``out_dir/runs`` for the same spec are reused, not run again. ``metric_every``: every
+    run also samples the task metrics during training (each run's ``metric_trace``).
 
     ``sources`` says where an optimizer's values came from ("given" by default);
     ``value_sources`` (optimizer → hyperparameter → source, e.g. "paper Table 6 (halved)") where
@@ -167,6 +168,7 @@ def evaluate(
             task_options=dict(task_options or {}),
             device=device,
             optimizer_options=dict((optimizer_options or {}).get(name, {})),
+            metric_every=metric_every,
         )
         for name, values in entries.items()
         for s in run_seeds
@@ -217,6 +219,7 @@ def evaluate(
                     "metrics": r.metrics,
                     "execution": r.execution,  # vectorized (members of the shard) or alone, and why
                     "curve": _downsample(r.losses),
+                    **({"metric_trace": r.metric_trace} if metric_every else {}),
                 }
                 for r in runs
             ],
@@ -232,7 +235,7 @@ def evaluate(
             for r in runs
         },
     )
-    plot_curves(by_optimizer, out_dir / "curves.png", title=f"{task}: {seeds} seeds")
+    plots.plot_curves(by_optimizer, out_dir / "curves.png", title=f"{task}: {seeds} seeds")
     return document
 
 
@@ -275,64 +278,3 @@ def markdown_table(document: Mapping[str, Any]) -> str:
             if entry["error"] is not None
         ]
     return "\n".join(lines) + "\n"
-
-
-def _outcome_note(runs: list[TrialResult]) -> str:
-    """ "3/8 diverged, 1/8 errors", or "" when every run was ok."""
-    diverged = sum(r.status == "diverged" for r in runs)
-    errors = sum(r.status == "error" for r in runs)
-    parts = [f"{diverged}/{len(runs)} diverged"] * bool(diverged) + [f"{errors}/{len(runs)} errors"] * bool(
-        errors
-    )
-    return ", ".join(parts)
-
-
-def plot_curves(by_optimizer: Mapping[str, list[TrialResult]], path: Path, *, title: str) -> None:
-    """Median and interquartile band of the loss per evaluation, log-scale.
-
-    An optimizer none of whose runs recorded a loss (all errors, say) has no line, only a legend
-    entry saying so; with no losses at all the figure carries a note instead of curves.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    starts, lows = [], []
-    plotted = False
-    for name, runs in by_optimizer.items():
-        note = _outcome_note(runs)
-        length = max((len(r.losses) for r in runs), default=0)
-        if length == 0:
-            ax.plot([], [], " ", label=f"{name}: no losses" + (f" ({note})" if note else ""))
-            continue
-        plotted = True
-        curves = np.full((len(runs), length), np.nan)
-        for i, r in enumerate(runs):
-            curves[i, : len(r.losses)] = r.losses
-        curves[~np.isfinite(curves) | (curves <= 0)] = np.nan
-        with warnings.catch_warnings():  # evaluations after every run diverged are all-NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            q25, q50, q75 = np.nanpercentile(curves, [25, 50, 75], axis=0)
-        starts.extend(curves[:, 0][np.isfinite(curves[:, 0])])
-        lows.extend(q25[np.isfinite(q25)])
-        x = np.arange(1, length + 1)
-        (line,) = ax.plot(x, q50, label=f"{name} ({note})" if note else name, linewidth=1.2)
-        ax.fill_between(x, q25, q75, color=line.get_color(), alpha=0.25, linewidth=0)
-    if plotted:
-        ax.set_yscale("log")
-    else:  # an empty log axis would show made-up ticks
-        ax.text(0.5, 0.5, "no run recorded a loss", transform=ax.transAxes, ha="center", va="center")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if starts and lows:  # diverging runs would squash everything else: keep them above the frame
-        ax.set_ylim(min(lows) / 2, max(starts) * 10)
-    ax.set_xlabel("loss evaluation")
-    ax.set_ylabel("training loss (median, IQR band)")
-    ax.set_title(title)
-    if by_optimizer:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -4,7 +4,10 @@ A job emits, in order: ``PhaseStarted("tuning")``; per GA generation ``Generatio
 ``TrialFinished`` per trial and ``Checkpoint`` (the generation record, GA state included); per
 ASHA trial ``TrialFinished``; per one-pass hyperparameter update ``Checkpoint``; then
 ``DocumentReady("hyperparameters")``, ``PhaseStarted("evaluation")``, ``EvaluationRunFinished``
-per run, ``DocumentReady("results")``; and last ``JobFinished`` or ``JobFailed``.
+per run, ``DocumentReady("results")``; and last ``JobFinished`` or ``JobFailed``. A job of K GA
+studies (:mod:`tuner.studies`) runs, per study, ``StudyStarted``, that study's tuning events and its
+evaluation's (``PhaseStarted("evaluation")`` … ``EvaluationRunFinished``), ``StudyFinished``; then
+``DocumentReady("hyperparameters")`` (the median study's) and the job's evaluation as above.
 
 A sink is called synchronously in the job's process: what it does with an event (draw a progress
 bar, commit a row) is done before the job goes on, so a store written from ``Checkpoint`` holds a
@@ -56,7 +59,8 @@ class TrialFinished:
 @dataclass(frozen=True)
 class Checkpoint:
     """A unit of tuning is done and stored: a GA generation (``record`` is its generations/NNN.json
-    document, from which the job resumes) or a one-pass hyperparameter update."""
+    document, from which the job resumes; in a multi-study job with ``"study": k`` added, the file
+    being ``studies/<k>/generations/NNN.json``) or a one-pass hyperparameter update."""
 
     kind: Literal["generation", "update"]
     index: int
@@ -75,6 +79,26 @@ class EvaluationRunFinished:
     status: Status
     error: str | None = None
     reused: bool = False  # finished before a restart and read back
+
+
+@dataclass(frozen=True)
+class StudyStarted:
+    """Study ``study`` (0-based, ``RUN_DIR/studies/<study>/``) of ``of`` independent GA runs starts,
+    or is read back after a restart."""
+
+    study: int
+    of: int
+    seed: int  # the job seed of the study's GA run
+
+
+@dataclass(frozen=True)
+class StudyFinished:
+    """A study is tuned and its tuned set evaluated over the job's seeds."""
+
+    study: int
+    of: int
+    window_loss: float | None  # mean window loss of its evaluation; None: no finite run
+    summary: str  # one line for people
 
 
 @dataclass(frozen=True)
@@ -101,6 +125,8 @@ Event = (
     | TrialFinished
     | Checkpoint
     | EvaluationRunFinished
+    | StudyStarted
+    | StudyFinished
     | DocumentReady
     | JobFinished
     | JobFailed

@@ -130,6 +130,7 @@ class EvaluationPlan:
     device: str = "cpu"
     task_options: dict[str, Any] = field(default_factory=dict)
     meta_dtype: str | None = None
+    metric_every: int | None = None  # sample the task metrics during training (lodotune reproduce)
 
 
 def plan_after_tuning(
@@ -228,6 +229,7 @@ def run_plan(plan: EvaluationPlan, ctx: JobContext, *, bootstrap: bool = False) 
         value_sources={name: entry.value_sources for name, entry in plan.entries.items()},
         optimizer_options={name: optimizer_options(name, plan.meta_dtype) for name in plan.entries},
         progress=on_run,
+        metric_every=plan.metric_every,
     )
     runs = [run for entry in document["optimizers"].values() for run in entry["per_run"]]
     if all(run["status"] == "error" for run in runs):

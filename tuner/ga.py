@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 STATE_VERSION = 1
-_GA_STREAM, _EVAL_STREAM = 0x6A, 0xE7
+_GA_STREAM, _EVAL_STREAM, _STUDY_STREAM = 0x6A, 0xE7, 0x5D
 
 
 def derive_seed(job_seed: int, stream: int, *indices: int) -> int:
@@ -42,6 +42,22 @@ def trial_seed(job_seed: int, generation: int, individual: int) -> int:
 
 def evaluation_seed(job_seed: int, run: int) -> int:
     return derive_seed(job_seed, _EVAL_STREAM, run)
+
+
+def study_seeds(job_seed: int, studies: int) -> list[int]:
+    """The seeds of a job's independent GA studies (:mod:`tuner.studies`), each the job seed of
+    its GA run: study 0 runs at the job seed itself (so study 0 of K is the single-study run);
+    study k >= 1 at ``derive_seed(job_seed, study stream, k)``, drawn again as
+    ``derive_seed(job_seed, study stream, k, r)`` for r = 1, 2, … while it equals an earlier
+    study's seed, so no two studies of a job share one. Study k's seed does not depend on K."""
+    seeds = [job_seed]
+    for k in range(1, studies):
+        seed, redraw = derive_seed(job_seed, _STUDY_STREAM, k), 0
+        while seed in seeds:
+            redraw += 1
+            seed = derive_seed(job_seed, _STUDY_STREAM, k, redraw)
+        seeds.append(seed)
+    return seeds
 
 
 def fitness(losses: Sequence[float], steps: int) -> float:

@@ -4,8 +4,10 @@
 :class:`~tuner.runtime.JobContext` (run directory, runtime, event sink, restart state); the
 command line, the service's driver and the benchmarks are thin adapters around them. A tune job
 is its strategy's ``tune`` (skipped when ``tuned`` is the hyperparameters document of an earlier
-attempt), then, when the job evaluates, the strategy's ``evaluate``. Progress and outcomes go to
-the sink as :mod:`tuner.events`; the documents are also returned and written to the run directory.
+attempt), then, when the job evaluates, the strategy's ``evaluate``. A job of several GA studies
+tunes and evaluates each (:mod:`tuner.studies`) and goes on with the median study's document.
+Progress and outcomes go to the sink as :mod:`tuner.events`; the documents are also returned and
+written to the run directory.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .final import plan_for, run_plan
 from .runtime import JobContext
 from .specs import EvaluateJob, TuneJob
 from .strategies import get_strategy
+from .studies import run_studies
 
 
 def describe_error(err: BaseException) -> str:
@@ -33,7 +36,7 @@ def _execution(job: TuneJob | EvaluateJob, ctx: JobContext) -> None:
 
 def run_tune_job(job: TuneJob, ctx: JobContext, *, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
     """Tune (or take ``tuned``), then evaluate; returns ``{"hyperparameters": …, "results": …}``
-    (no ``results`` when the job does not evaluate)."""
+    (no ``results`` when the job does not evaluate), and ``"studies"`` for a job of several."""
     strategy = get_strategy(job.strategy)
     _execution(job, ctx)
     if ctx.resume and ctx.history is None and not strategy.resumable:
@@ -42,10 +45,15 @@ def run_tune_job(job: TuneJob, ctx: JobContext, *, tuned: dict[str, Any] | None 
             f"resumable: {' | '.join(n for n in ('ga', 'asha') if get_strategy(n).resumable)})"
         )
     try:
-        if tuned is None:
+        studies = None
+        if job.studies > 1:  # ``tuned`` or not: each study reads back what it finished before
+            tuned, studies = run_studies(job, strategy, ctx)
+        elif tuned is None:
             tuned = strategy.tune(job, ctx)
         ctx.emit(ev.DocumentReady("hyperparameters", tuned))
         documents = {"hyperparameters": tuned}
+        if studies is not None:
+            documents["studies"] = studies
         if job.evaluate:
             documents["results"] = strategy.evaluate(job, tuned, ctx)
             ctx.emit(ev.DocumentReady("results", documents["results"]))

@@ -36,7 +36,7 @@ import lodo.population as optimizer_populations
 import tasks
 import tasks.population as task_populations
 
-from .trial import TrialResult, TrialSpec
+from .trial import TrialResult, TrialSpec, check_metric_every, due
 
 Vectorize = Literal["auto", "on", "off"]
 VECTORIZE: tuple[str, ...] = ("auto", "on", "off")
@@ -81,6 +81,7 @@ def _group_key(spec: TrialSpec) -> str:
         "steps": spec.steps,
         "device": spec.device,
         "optimizer_options": spec.optimizer_options,
+        "metric_every": spec.metric_every,
     }
     return json.dumps(shared, sort_keys=True, default=str)
 
@@ -218,6 +219,7 @@ def run_population(
         raise ValueError(f"Invalid population: no population form for {reason}")
     if first.steps < 1:
         raise ValueError(f"Invalid steps: {first.steps} (allowed: an integer >= 1)")
+    every = check_metric_every(first.metric_every)
     if lodo.get(first.optimizer).evaluation != "gradient":
         raise ValueError(f"Invalid population: {first.optimizer} does not step from one gradient")
 
@@ -232,6 +234,7 @@ def run_population(
         options=first.optimizer_options,
     )
     losses: list[list[float]] = [[] for _ in specs]
+    traces: list[list[dict[str, float]]] = [[] for _ in specs]
     ended = [0.0] * len(specs)  # when a dropped (diverged) member stopped
     alive = list(range(len(specs)))  # row j of the batch is spec alive[j]
     start = time.perf_counter()
@@ -249,7 +252,14 @@ def run_population(
         population.keep(rows)
         alive = [alive[j] for j in rows]
 
-    for _ in range(first.steps):
+    def sample(evaluations: int) -> None:
+        """Every live member's metrics now, as run_trial samples them after this step."""
+        population.write_back(params)
+        for j, member in enumerate(population.members):
+            metrics = member.metrics(preconditioner=optimizer.precondition(j))
+            traces[alive[j]].append({"evaluation": evaluations, **metrics})
+
+    for step in range(first.steps):
         if not alive:
             break
         batch_losses, grads = population.losses_and_gradients(params)
@@ -267,6 +277,8 @@ def run_population(
             refused = optimizer.step(params, grads).tolist()
         if any(refused):
             drop([j for j, r in enumerate(refused) if r])
+        if alive and due(step + 1, every, len(traces[alive[0]])):
+            sample(step + 1)
     wall = time.perf_counter() - start
     population.write_back(params)
     results: list[TrialResult | None] = [None] * len(specs)
@@ -275,12 +287,24 @@ def run_population(
         index = alive[j]
         metrics = member.metrics(preconditioner=optimizer.precondition(j))
         results[index] = TrialResult.finished(
-            specs[index], losses[index], diverged=False, wall=wall, metrics=metrics, execution=dict(execution)
+            specs[index],
+            losses[index],
+            diverged=False,
+            wall=wall,
+            metrics=metrics,
+            execution=dict(execution),
+            metric_trace=traces[index],
         )
     for index, spec in enumerate(specs):
         if results[index] is None:
             results[index] = TrialResult.finished(
-                spec, losses[index], diverged=True, wall=ended[index], metrics={}, execution=dict(execution)
+                spec,
+                losses[index],
+                diverged=True,
+                wall=ended[index],
+                metrics={},
+                execution=dict(execution),
+                metric_trace=traces[index],
             )
     return results  # type: ignore[return-value]
 

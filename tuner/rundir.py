@@ -6,8 +6,18 @@
     RUN_DIR/generations/NNN.json        one per finished generation: population, seeds,
                                         fitnesses, elite, elite mean, GA state after it
     RUN_DIR/hyperparameters.json        the tuned set with transforms, schedule, seeds, versions
+    RUN_DIR/search.png                  a GA run's search: elite means and fitness per generation
     RUN_DIR/evaluation/                 results.json, results.md, curves.png, curves.npz
     RUN_DIR/evaluation/runs/            one .json + .npy per finished evaluation run
+
+A job of K > 1 GA studies (:mod:`tuner.studies`) keeps each study's GA run and the evaluation of
+its tuned set in a run directory of its own, and the job's documents beside them::
+
+    RUN_DIR/config.json                 the studies and their seeds
+    RUN_DIR/studies/<k>/                study k (0-based): a run directory as above
+    RUN_DIR/studies.json                every study and the spread of their results
+    RUN_DIR/hyperparameters.json        the median study's, saying which study it is
+    RUN_DIR/evaluation/                 the median study's runs and the baselines
 
 A file is written to a temporary name in the same folder and renamed into place, so a crash
 leaves either the old file or the new one, never half of one. A generation counts as finished
@@ -71,8 +81,20 @@ class RunDir:
         return self.root / "hyperparameters.json"
 
     @property
+    def search_plot_path(self) -> Path:
+        return self.root / "search.png"
+
+    @property
     def evaluation_dir(self) -> Path:
         return self.root / "evaluation"
+
+    @property
+    def studies_path(self) -> Path:
+        return self.root / "studies.json"
+
+    def study(self, index: int) -> RunDir:
+        """The run directory of study ``index`` of a multi-study job."""
+        return RunDir(self.root / "studies" / str(index))
 
     def claim(self, config: dict[str, Any], *, resume: bool, stored: bool = False) -> bool:
         """Make this directory the run of ``config``; returns whether it held that run before.

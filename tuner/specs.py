@@ -24,6 +24,7 @@ MetaDtype = Literal["float32", "float64"]
 Device = Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")]
 # A JSON number (an integer is one too), never a string, NaN or an infinity.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+MAX_STUDIES = 64
 
 
 def _allowed(names) -> str:
@@ -54,6 +55,12 @@ StrategyOptionsUnion = Annotated[
     Union[tuple(s.Options for s in STRATEGIES.values())],  # noqa: UP007 (a tuple of types)
     Field(discriminator="strategy"),
 ]
+
+
+def _check_studies(studies: int) -> int:
+    if not 1 <= studies <= MAX_STUDIES:
+        raise ValueError(f"Invalid studies: {studies} (allowed: an integer from 1 to {MAX_STUDIES})")
+    return studies
 
 
 def _check_meta_dtype(meta_dtype: str | None, names: list[str]) -> None:
@@ -121,6 +128,17 @@ class TuneJob(_Job):
     num_gpus_per_trial: float = Field(0.0, ge=0, le=16, strict=True, allow_inf_nan=False)
     baselines: list[OptimizerName] = Field(default_factory=list, max_length=len(lodo.OPTIMIZERS))
     evaluate: bool = Field(True, strict=True, description="Run the final evaluation after tuning.")
+    studies: Annotated[int, AfterValidator(_check_studies)] = Field(
+        1,
+        strict=True,
+        json_schema_extra={"minimum": 1, "maximum": MAX_STUDIES},
+        description=(
+            f"Independent GA runs (studies), 1 to {MAX_STUDIES}; strategy ga, evaluate true. Each tunes "
+            "from its own seed (study 0: the job seed) and is evaluated over the job's seeds; the job's "
+            "hyperparameters and results are the study with the median window loss, and studies.json "
+            "holds every study and their spread."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -155,8 +173,24 @@ class TuneJob(_Job):
             )
         _check_meta_dtype(self.meta_dtype, self.optimizers())
         self._check_vectorize(self.optimizers())
+        self._check_studies_fit()
         strategy.check(self)
         return self
+
+    def _check_studies_fit(self) -> None:
+        if self.studies == 1:
+            return
+        # a study resumes from its generation records (tuner.studies), which only the GA keeps
+        if self.strategy != "ga":
+            raise ValueError(
+                f"Invalid studies: {self.studies} with strategy {self.strategy} (allowed: 1; studies "
+                "are independent runs of strategy ga)"
+            )
+        if not self.evaluate:
+            raise ValueError(
+                f"Invalid studies: {self.studies} with evaluate false (allowed: 1; the median study is "
+                "chosen by the evaluated window loss of its tuned set)"
+            )
 
     @property
     def options(self) -> Any:

@@ -119,3 +119,28 @@ def bootstrap_summary(
             },
         }
     return out
+
+
+def spread(values: Sequence[float | None], *, resamples: int, level: float, seed: int) -> dict[str, Any]:
+    """How repeated results spread (:mod:`tuner.studies`): over the finite ``values``, the median,
+    the quartiles ``q25``/``q75`` (numpy's linear interpolation), ``min``, ``max``, and a
+    percentile bootstrap interval of the median at ``level``: the (1 − level)/2 and (1 + level)/2
+    quantiles of the medians of ``resamples`` resamples with replacement, drawn as
+    ``numpy.random.default_rng(seed).choice(values, size=(resamples, n))``. ``n`` counts the
+    finite values; every statistic is None when there are none."""
+    finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if finite.size == 0:
+        return dict.fromkeys(("median", "q25", "q75", "min", "max", "ci_low", "ci_high"), None) | {"n": 0}
+    medians = np.median(np.random.default_rng(seed).choice(finite, size=(resamples, finite.size)), axis=1)
+    q25, median, q75 = np.percentile(finite, [25, 50, 75])
+    ci_low, ci_high = np.percentile(medians, [50 * (1 - level), 50 * (1 + level)])
+    return {
+        "median": float(median),
+        "q25": float(q25),
+        "q75": float(q75),
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+        "ci_low": float(ci_low),
+        "ci_high": float(ci_high),
+        "n": int(finite.size),
+    }

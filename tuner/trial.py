@@ -36,6 +36,9 @@ class TrialSpec:
     device: str = "cpu"
     # constructor choices that are not tuned (LODO's meta_dtype), as the registry names them
     optimizer_options: dict[str, str] = field(default_factory=dict)
+    # also sample task.metrics() during training, after every this many loss evaluations (the
+    # bowl's Hessian-approximation error over training, lodo.md §3.6); None: at the end only
+    metric_every: int | None = None
 
 
 Status = Literal["ok", "diverged", "error"]
@@ -53,6 +56,8 @@ class TrialResult:
     # how it ran: {"vectorized": True, "members": P, "formulation": ...} for a member of a
     # population (wall_time is then the population's), {"vectorized": False, "reason": ...} alone
     execution: dict[str, Any] | None = None
+    # with spec.metric_every: {"evaluation": k, **task.metrics()} after evaluation k, in order
+    metric_trace: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def status(self) -> Status:
@@ -70,10 +75,30 @@ class TrialResult:
         return {**asdict(self), "status": self.status}
 
     @classmethod
-    def finished(cls, spec, losses, *, diverged, wall, metrics, execution=None) -> TrialResult:
+    def finished(
+        cls, spec, losses, *, diverged, wall, metrics, execution=None, metric_trace=None
+    ) -> TrialResult:
         """The result of a trial that ran (to its end or to its divergence) in ``wall`` seconds."""
         rate = len(losses) / wall if wall > 0 else float("inf")
-        return cls(spec, losses, diverged, wall, rate, metrics, execution=execution)
+        return cls(
+            spec, losses, diverged, wall, rate, metrics, execution=execution, metric_trace=metric_trace or []
+        )
+
+
+def check_metric_every(metric_every: object) -> int | None:
+    ok = metric_every is None or (
+        isinstance(metric_every, int) and not isinstance(metric_every, bool) and metric_every >= 1
+    )
+    if not ok:
+        raise ValueError(f"Invalid metric_every: {metric_every!r} (allowed: an integer >= 1, or none)")
+    return metric_every  # type: ignore[return-value]
+
+
+def due(evaluations: int, metric_every: int | None, sampled: int) -> bool:
+    """Whether metrics are due after a step that brought the count to ``evaluations``: once per
+    multiple of ``metric_every`` reached (a step of two evaluations may jump past one); ``sampled``
+    is how many samples were taken."""
+    return metric_every is not None and evaluations // metric_every > sampled
 
 
 class Diverged(Exception):
@@ -175,6 +200,7 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     """
     if spec.steps < 1:
         raise ValueError(f"Invalid steps: {spec.steps} (allowed: an integer >= 1)")
+    check_metric_every(spec.metric_every)
     optimizer_spec = lodo.get(spec.optimizer)
     task = tasks.build(spec.task, seed=spec.seed, device=spec.device, **spec.task_options)
     optimizer = build_optimizer(
@@ -186,14 +212,18 @@ def run_trial(spec: TrialSpec) -> TrialResult:
         options=spec.optimizer_options,
     )
     losses: list[float] = []
+    trace: list[dict[str, float]] = []
+    precondition = getattr(optimizer, "precondition", None)
     diverged = False
     start = time.perf_counter()
     try:
         for _ in train(task, optimizer, optimizer_spec.evaluation, spec.steps, losses):
-            pass
+            if due(len(losses), spec.metric_every, len(trace)):
+                trace.append({"evaluation": len(losses), **task.metrics(preconditioner=precondition)})
     except (Diverged, FloatingPointError):
         diverged = True
     wall = time.perf_counter() - start
-    precondition = getattr(optimizer, "precondition", None)
     metrics = {} if diverged else task.metrics(preconditioner=precondition)
-    return TrialResult.finished(spec, losses, diverged=diverged, wall=wall, metrics=metrics)
+    return TrialResult.finished(
+        spec, losses, diverged=diverged, wall=wall, metrics=metrics, metric_trace=trace
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,10 +148,16 @@ class _Killed(BaseException):
     """Stands for a SIGKILL right after the driver handled an event (nothing after it runs)."""
 
 
-def _tune_driver(store: JobStore, tmp_path, attempt: int, job_id: str | None = None) -> Driver:
+def _tune_driver(store: JobStore, tmp_path, attempt: int, job_id: str | None = None, **fields) -> Driver:
     if job_id is None:
         request = TuneRequest(
-            task="rosenbrock", optimizer="adam", generations=3, population=4, step_scale=0.1, seeds=1
+            task="rosenbrock",
+            optimizer="adam",
+            generations=3,
+            population=4,
+            step_scale=0.1,
+            seeds=1,
+            **fields,
         )
         job, _ = store.create_job(
             kind="tune",
@@ -204,6 +211,47 @@ def test_the_store_holds_a_generation_the_moment_it_finishes_and_a_restart_reads
         sqlite_store.result(first.job.id, "results")["optimizers"]["adam"]["mean"]
         == (reference["results"]["optimizers"]["adam"]["mean"])
     )
+
+
+def test_a_job_of_studies_stores_each_studys_generations_and_a_restart_resumes_from_the_store(
+    sqlite_store, tmp_path, monkeypatch
+):
+    progress = []  # (study, studies, generation) in the store as each study's generation started
+
+    class KilledInTheSecondStudy(StoreSink):
+        def __call__(self, event):
+            super().__call__(event)
+            if isinstance(event, ev.GenerationStarted):
+                job = self.store.get(self.job_id)
+                progress.append((job.study, job.studies, job.generation))
+            if isinstance(event, ev.Checkpoint) and event.record["study"] == 1:
+                raise _Killed
+
+    monkeypatch.setattr("api.driver.StoreSink", KilledInTheSecondStudy)
+    first = _tune_driver(sqlite_store, tmp_path, attempt=1, studies=3)
+    with pytest.raises(_Killed):
+        first.run()
+    stored = sqlite_store.generations(first.job.id)
+    assert [(row.study, row.generation) for row in stored] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert [row.record["study"] for row in stored] == [row.study for row in stored]
+    assert progress == [(0, 3, 0), (0, 3, 1), (0, 3, 2), (1, 3, 0)]
+
+    # the studies' files are gone; the store alone carries the job on
+    shutil.rmtree(RunDir(first.job.run_dir).root / "studies")
+    monkeypatch.setattr("api.driver.StoreSink", StoreSink)
+    documents = _tune_driver(sqlite_store, tmp_path, attempt=2, job_id=first.job.id).run()
+    rows = sqlite_store.generations(first.job.id)
+    assert [(row.study, row.generation) for row in rows] == [(k, g) for k in range(3) for g in range(3)]
+    assert rows[3].record == stored[3].record  # study 1 went on from its stored generation
+    job = sqlite_store.get(first.job.id)
+    assert (job.study, job.studies, job.generation) == (None, 3, 3)  # after the last study
+    assert (
+        sqlite_store.result(first.job.id, "hyperparameters")["study"] == documents["studies"]["median_study"]
+    )
+
+    reference = _tune_driver(sqlite_store, tmp_path / "reference", attempt=1, studies=3).run()
+    assert documents["hyperparameters"] == reference["hyperparameters"]
+    assert documents["studies"]["per_study"] == reference["studies"]["per_study"]
 
 
 def test_an_all_error_job_fails_with_the_error_through_the_driver(sqlite_store, tmp_path, monkeypatch):

@@ -409,6 +409,14 @@ def test_check_job_counts_trial_steps_exactly():
         check_job(job, Limits(max_trial_steps=exact - 1))
     with pytest.raises(ValueError, match="LODOTUNE_MAX_POPULATION"):
         check_job(job, Limits(max_population=2))
+    # studies: each tunes, and evaluates its tuned set; the baselines run once
+    studies = TuneRequest.model_validate(
+        {**SMALL, "studies": 3, "baselines": ["momentum"]}, context=STORED_SPEC
+    )
+    exact = 3 * 2 * 4 * 41 + 8 * (3 + 1) * 40
+    check_job(studies, Limits(max_trial_steps=exact))
+    with pytest.raises(ValueError, match=r"evaluation 8 seeds × \(3 studies \+ 1 baselines\) × 40 steps"):
+        check_job(studies, Limits(max_trial_steps=exact - 1))
     # a stored spec is read back whatever the limits are now: they held when it was accepted
     TuneRequest.model_validate({**SMALL, "task_options": {}, "num_cpus_per_trial": 0}, context=STORED_SPEC)
     with pytest.raises(ValueError, match="num_cpus_per_trial"):

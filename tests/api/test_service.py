@@ -128,6 +128,32 @@ def test_tune_poll_fetch_results_artifacts_and_events(serve, tmp_path):
         assert [j["id"] for j in listed["jobs"]] == [job_id]
 
 
+def test_a_job_of_studies_reports_its_median_study_and_their_spread(serve):
+    server = serve()
+    with server.client() as client:
+        job_id = client.post("/tune", json={**SMALL_TUNE, "studies": 2}).json()["id"]
+        job = wait_for(client, job_id)
+        assert job["status"] == "succeeded", job["error"]
+        assert (job["progress"]["study"], job["progress"]["studies"]) == (None, 2)  # none runs now
+        tuned = client.get(f"/jobs/{job_id}/hyperparameters").json()
+        assert (tuned["studies"], tuned["studies_document"]) == (2, "studies.json")
+        artifacts = client.get(f"/jobs/{job_id}/artifacts").json()
+        studies = client.get(artifacts["studies.json"]).json()
+        assert studies["median_study"] == tuned["study"] and len(studies["per_study"]) == 2
+        median = studies["per_study"][tuned["study"]]
+        assert median["hyperparameters"] == tuned["hyperparameters"]
+        results = client.get(f"/jobs/{job_id}/results").json()
+        assert set(results["optimizers"]) == {"adam", "momentum"}
+        assert results["optimizers"]["adam"]["mean"] == median["window_loss"]["mean"]
+        generations = client.get(f"/jobs/{job_id}/generations").json()
+        assert [(g["record"]["study"], g["generation"]) for g in generations] == [
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (1, 1),
+        ]
+
+
 def test_kill_9_mid_job_then_restart_resumes_to_the_uninterrupted_result(serve, tmp_path):
     # trials on the driver's own local Ray, as users run it, so the leftovers of a killed Ray show
     artifacts = tmp_path / "artifacts"
@@ -273,6 +299,16 @@ def test_idempotency_key(serve):
         ),
         ({**SMALL_TUNE, "baselines": ["sgdx"]}, ["body", "baselines", 0], "Invalid optimizer: 'sgdx'"),
         ({**SMALL_TUNE, "step_scale": 0}, ["body", "step_scale"], "greater than 0"),
+        (
+            {**SMALL_TUNE, "studies": 0},
+            ["body", "studies"],
+            "Invalid studies: 0 (allowed: an integer from 1 to 64)",
+        ),
+        (
+            {**SMALL_TUNE, "studies": 65},
+            ["body", "studies"],
+            "Invalid studies: 65 (allowed: an integer from 1 to 64)",
+        ),
         (
             {**SMALL_TUNE, "schedule": "table5"},
             ["body", "strategy_options", "ga", "schedule"],

@@ -42,7 +42,7 @@ def test_migrations_create_exactly_the_models_schema(store):
     migrate(store.url)  # a second upgrade is a no-op
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
 
 
 def test_sqlite_store_runs_in_wal_mode(tmp_path):
@@ -127,6 +127,18 @@ def test_generations_progress_and_duplicates(store):
     assert rows[0].record["population"][2]["fitness"] == 0.3
     current = store.get(job.id)
     assert current.generation == 2 and current.best_fitness == 0.3
+
+
+def test_generations_of_studies_are_kept_apart_in_the_order_they_ran(store):
+    job, _ = _job(store)
+    for study in range(2):
+        for g in range(2):
+            store.record_generation(job.id, {**_generation(g, [float(study), 2.0]), "study": study})
+    store.record_generation(job.id, {**_generation(1, [9.0]), "study": 1})  # re-sent: kept first
+    rows = store.generations(job.id)
+    assert [(r.study, r.generation) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [r.record["study"] for r in rows] == [0, 0, 1, 1] and rows[3].best_fitness == 1.0
+    assert store.get(job.id).best_fitness == 0.0
 
 
 def test_results_are_upserted_and_json_safe(store):

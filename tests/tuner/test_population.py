@@ -8,6 +8,7 @@ real local Ray give the same tuned values as per-trial runs; bad settings are cl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 
@@ -184,6 +185,26 @@ def test_chaotic_rosenbrock_agrees_far_beyond_the_first_50_evaluations():
     ]
     for a, b in zip(run_population(specs), map(run_trial, specs), strict=True):
         assert_same(a, b)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lodo"])
+def test_metrics_sampled_during_training_equal_the_solo_runs_samples(optimizer, data_dir, float64):
+    specs = [
+        dataclasses.replace(s, metric_every=10)
+        for s in _specs("noisy-quadratic-bowl", optimizer, data_dir, members=4, steps=35)
+    ]
+    blown = dict(specs[1].hyperparameters, lr=specs[1].hyperparameters["lr"] * 1e200)
+    specs[1] = dataclasses.replace(specs[1], hyperparameters=blown)  # stops before its first sample
+    vectorized = run_population(specs)
+    for a, b in zip(vectorized, map(run_trial, specs), strict=True):
+        assert_same(a, b)
+        assert len(a.metric_trace) == len(b.metric_trace)
+        for x, y in zip(a.metric_trace, b.metric_trace, strict=True):
+            assert x == pytest.approx(y, rel=1e-8)
+    assert [t["evaluation"] for t in vectorized[0].metric_trace] == [10, 20, 30]
+    assert vectorized[1].metric_trace == [] and vectorized[1].diverged
+    if optimizer == "lodo":
+        assert all("hessian_error" in t for t in vectorized[0].metric_trace)
 
 
 def test_split_shards_give_the_results_of_one_shard(data_dir):

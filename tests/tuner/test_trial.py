@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 from typing import ClassVar
@@ -173,3 +174,29 @@ def test_build_optimizer_applies_the_registry_options_and_the_trial_seed():
     assert not torch.equal(default.meta_state["theta"], other.meta_state["theta"])
     with pytest.raises(ValueError, match=r"Invalid option 'meta_dtype' for adam \(allowed: none\)"):
         build_optimizer(task, "adam", {}, seed=0, total_steps=10, options={"meta_dtype": "float32"})
+
+
+def test_metrics_sampled_during_training_leave_the_run_as_it_was():
+    spec = TrialSpec("noisy-quadratic-bowl", "lodo", {"lr": 0.05}, seed=1, steps=250, task_options={"n": 12})
+    plain = run_trial(spec)
+    traced = run_trial(dataclasses.replace(spec, metric_every=100))
+    assert traced.losses == plain.losses  # the probes have their own stream
+    assert [t["evaluation"] for t in traced.metric_trace] == [100, 200]
+    assert plain.metric_trace == []
+    # the first sample is the end-of-run metrics of a 100-step run (the probes' first draw too)
+    short = run_trial(dataclasses.replace(spec, steps=100))
+    assert traced.metric_trace[0] == {"evaluation": 100, **short.metrics}
+    assert 0 < traced.metric_trace[1]["hessian_error"] < traced.metric_trace[0]["hessian_error"] < 1
+
+
+def test_a_step_of_two_evaluations_samples_once_per_multiple_it_passes():
+    # L-BFGS spends two evaluations per step: counts 2, 4, …; every 3 is due at 4, 6, 10, 12, …
+    spec = TrialSpec("rosenbrock", "lbfgs", lodo.get("lbfgs").defaults, seed=0, steps=13, metric_every=3)
+    evaluations = [t["evaluation"] for t in run_trial(spec).metric_trace]
+    assert evaluations == [4, 6, 10, 12]
+
+
+@pytest.mark.parametrize("metric_every", [0, -1, 2.5, True])
+def test_a_bad_metric_interval_is_refused_naming_it(metric_every):
+    with pytest.raises(ValueError, match=r"Invalid metric_every: .* \(allowed: an integer >= 1"):
+        run_trial(dataclasses.replace(ROSENBROCK, metric_every=metric_every))

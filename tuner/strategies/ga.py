@@ -26,7 +26,7 @@ import tasks as task_registry
 from schedules._errors import validated
 
 from .. import events as ev
-from .. import final, ga
+from .. import final, ga, plots
 from ..rundir import RunDir, versions, write_json
 from ..trial import TrialResult, TrialSpec
 from .base import AllTrialsFailed, StrategyOptions, Summary
@@ -194,6 +194,11 @@ def tune(config: TuneConfig, ctx: JobContext) -> dict[str, Any]:
         "versions": versions(),
     }
     write_json(run_dir.hyperparameters_path, document)
+    plots.plot_search(
+        [run_dir.finished_generations()],
+        run_dir.search_plot_path,
+        title=f"{config.task}: GA search of {config.optimizer} (seed {config.seed})",
+    )
     return document
 
 

@@ -1,0 +1,140 @@
+"""``lodotune reproduce``: the report's rows against the fidelity test's values, the bowl against
+its analytic optimum, missing data and paper scale without a GPU as rows with the reason, the
+verdict rules on hand-made numbers, and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from tuner.cli import app
+from tuner.reproduce import EXPERIMENTS, PaperValue, markdown, reproduce, run_experiment, verdict
+from tuner.runtime import Runtime
+
+LOCAL = Runtime("local")
+
+
+@pytest.fixture(scope="module")
+def rosenbrock_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    return out, reproduce(out, experiments=["rosenbrock"], scale="paper")
+
+
+def test_rosenbrock_rows_at_paper_scale_are_the_fidelity_tests_values(rosenbrock_report):
+    out, report = rosenbrock_report
+    rows = {r["optimizer"]: r for r in report["rows"]}
+    assert list(rows) == ["adam", "momentum", "rmsprop", "yogi", "lodo"]
+    # tests/tuner/test_fidelity.py: the paper's and an independent Keras-semantics computation
+    assert rows["adam"]["ours"] == pytest.approx(0.00005342, rel=0.01)
+    assert rows["yogi"]["ours"] == pytest.approx(0.0007912, rel=0.001)
+    assert rows["momentum"]["ours"] == pytest.approx(0.0001359, rel=0.01)
+    assert abs(rows["lodo"]["ours"] - 0.001040) < 3 * 0.0000214 and rows["lodo"]["std"] > 0
+    assert [rows[n]["verdict"] for n in rows] == ["match", "differs", "differs", "match", "within spread"]
+    assert "misprint" in rows["momentum"]["note"] and "chaotic" in rows["rmsprop"]["note"]
+    assert rows["adam"]["std"] == 0 and rows["adam"]["runs"] == 8 and rows["adam"]["diverged"] == 0
+    assert rows["lodo"]["paper"] == 0.001040 and rows["lodo"]["paper_std"] == 0.0000214
+    assert all(r["source"].startswith("paper Table 6") for r in rows.values())
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
+    text = (out / "report.md").read_text()
+    assert "| adam | 5.342e-05 | 5.342e-05 | 0/8 |" in text and "rosenbrock/evaluation/curves.png" in text
+    assert set(report["versions"]) >= {"python", "torch", "numpy"} and report["scale"] == "paper"
+
+
+def test_a_second_run_reads_the_finished_runs_back(rosenbrock_report):
+    out, report = rosenbrock_report
+    again = reproduce(out, experiments=["rosenbrock"], scale="paper")
+    assert again["rows"] == report["rows"]
+    results = json.loads((out / "rosenbrock" / "evaluation" / "results.json").read_text())
+    assert results["reused_runs"] == 5 * 8
+
+
+def test_a_quick_bowl_lands_above_the_newton_optimum_with_lodos_hessian_error_over_training(tmp_path):
+    bowl = dataclasses.replace(
+        EXPERIMENTS["bowl"], optimizers=("adam", "lodo"), steps={"quick": 400, "paper": 100_000}
+    )
+    section = run_experiment(bowl, tmp_path, scale="quick", seeds=2, runtime=LOCAL)
+    newton, adam, lodo = section["rows"]
+    assert newton["optimizer"] == "newton" and newton["verdict"] == "match"
+    assert newton["ours"] == pytest.approx(7.411847253913)  # ½σ²tr(H), lodo.md §4.1
+    for row in (adam, lodo):
+        assert row["ours"] > newton["ours"] and row["verdict"] == "no paper value" and row["paper"] is None
+        assert "Table 1" in row["note"]
+    assert section["checks"][0].endswith("yes")
+    trace = section["hessian_error"]
+    assert trace["evaluations"] == [100, 200, 300, 400]
+    assert all(0 < e < 1 for e in trace["median"]) and trace["median"][-1] < trace["median"][0]
+    assert (tmp_path / "bowl" / "hessian_error.png").read_bytes().startswith(b"\x89PNG")
+    assert "quick scale: 400 evaluations where the paper runs 100,000" in section["notes"]
+
+
+def test_missing_data_and_paper_scale_without_a_gpu_are_rows_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("LODOTUNE_DATA_DIR", str(tmp_path / "no-data"))
+    report = reproduce(tmp_path / "out", experiments=["resnet"], scale="quick")
+    assert {r["verdict"] for r in report["rows"]} == {"not run"} and len(report["rows"]) == 6
+    assert all("CIFAR-10" in r["note"] and "not found" in r["note"] for r in report["rows"])
+    assert report["experiments"]["resnet"]["status"] == "not run"
+    paper = reproduce(tmp_path / "out", experiments=["image-generation"], scale="paper")
+    assert all("needs a GPU" in r["note"] for r in paper["rows"])
+    assert "Not run: paper scale (300,000 steps) needs a GPU" in markdown(paper)
+
+
+def test_image_generation_without_mnist_runs_the_digits_stand_in_as_ratios_to_lodo(tmp_path, monkeypatch):
+    monkeypatch.setenv("LODOTUNE_DATA_DIR", str(tmp_path / "no-data"))  # digits ship with scikit-learn
+    small = dataclasses.replace(
+        EXPERIMENTS["image-generation"],
+        optimizers=("adam", "lodo", "lodo-residuals"),
+        steps={"quick": 4, "paper": 300_000},
+    )
+    section = run_experiment(small, tmp_path, scale="quick", seeds=1, runtime=LOCAL)
+    assert section["task"] == "digits-autoregression"
+    assert any(
+        n.startswith("stand-in: digits-autoregression for mnist-autoregression") for n in section["notes"]
+    )
+    adam, lodo, residuals = section["rows"]
+    assert lodo["verdict"] == "match" and lodo["ratio_to_lodo"] == {"ours": 1.0, "paper": 1.0}
+    assert adam["ratio_to_lodo"]["paper"] == pytest.approx(0.809 / 0.689)
+    assert adam["ratio_to_lodo"]["ours"] == pytest.approx(adam["ours"] / lodo["ours"])
+    assert residuals["verdict"] == "not run" and "skipped at quick scale" in residuals["note"]
+
+
+@pytest.mark.parametrize(
+    ("paper", "ours", "std", "deterministic", "expected"),
+    [
+        (PaperValue(1.0), 1.009, 0.0, True, "match"),
+        (PaperValue(1.0), 1.011, 0.0, True, "differs"),
+        (PaperValue(1.0, 0.01), 1.029, 0.5, False, "within spread"),  # the paper's std decides
+        (PaperValue(1.0, 0.01), 1.031, 0.5, False, "differs"),
+        (PaperValue(1.0), 1.29, 0.1, False, "within spread"),  # no paper std: ours
+        (PaperValue(1.0), 1.31, 0.1, False, "differs"),
+        (PaperValue(None, lost="lost"), 3.0, 0.1, False, "no paper value"),
+        (PaperValue(math.inf), None, None, False, "match"),  # both diverged
+        (PaperValue(math.inf), 2.0, 0.0, False, "differs"),
+        (PaperValue(1.0), None, None, False, "differs"),
+    ],
+)
+def test_verdicts(paper, ours, std, deterministic, expected):
+    assert verdict(paper, ours, std, deterministic=deterministic) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"experiments": ["mnist"]}, r"Invalid experiment: 'mnist' \(allowed: rosenbrock \| bowl \|"),
+        ({"scale": "full"}, r"Invalid scale: 'full' \(allowed: quick \| paper\)"),
+        ({"seeds": 0}, r"Invalid seeds: 0 \(allowed: an integer in 1..256\)"),
+        ({"vectorize": "yes"}, r"Invalid vectorize: 'yes' \(allowed: auto \| on \| off\)"),
+    ],
+)
+def test_bad_input_names_the_field_and_the_allowed_values(kwargs, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        reproduce(tmp_path, **kwargs)
+
+
+def test_the_command_refuses_an_unknown_experiment_listing_the_known_ones(tmp_path):
+    result = CliRunner().invoke(app, ["reproduce", "--experiments", "mnist", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "Invalid experiment: 'mnist'" in result.output and "image-generation" in result.output
