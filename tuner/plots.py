@@ -434,7 +434,7 @@ def _draw_zoom(
     )
     _mark_window(ax, layout.total, labelled=False)
     _mark_reported_means(ax, curves, layout.total)
-    _set_y_range(ax, min(finite.min(), *near), max(finite.max(), *near))
+    _set_y_range(ax, min([finite.min(), *near]), max([finite.max(), *near]))
     ax.set_xlim(first, layout.total)
     ax.xaxis.set_major_locator(MaxNLocator(4))  # five-digit evaluation numbers would collide
     ax.set_xlabel("loss evaluation")

@@ -308,3 +308,15 @@ def test_a_ga_run_writes_search_png_beside_its_generations(tmp_path):
     tune(config, JobContext(RunDir(tmp_path), executor_override=LocalExecutor()))
     assert (tmp_path / "generations" / "001.json").exists()
     assert RunDir(tmp_path).search_plot_path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_noisy_figure_without_a_reference_level_still_zooms():
+    # a noisy task whose metrics carry no optimal_loss (the studies and service runs hit this)
+    runs = _bowl_runs(2000)
+    for results in runs.values():
+        for result in results:
+            result.metrics.pop("optimal_loss", None)
+    overview, zoom = plots.curves_figure(runs, title="bowl").axes
+    assert "Newton optimum 7.41" not in _labels(overview)
+    low, high = zoom.get_ylim()
+    assert zoom.get_xlim() == (1500, 2000) and 0 < low < high
