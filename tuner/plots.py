@@ -694,3 +694,30 @@ def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)  # the Agg canvas, whatever backend pyplot would pick
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
+
+
+def plot_hessian_error(document: Mapping[str, Any], path: Path) -> dict[str, list[float]] | None:
+    """LODO's Hessian-approximation error over training (the paper's bowl figure) from an
+    evaluation document whose runs sampled it (``metric_trace``): median and interquartile band
+    over the seeds, log axes. Returns the plotted series, or None when no LODO run sampled it."""
+    from matplotlib.figure import Figure
+
+    runs = [r for r in document["optimizers"].get("lodo", {}).get("per_run", []) if r.get("metric_trace")]
+    if not runs:
+        return None
+    length = min(len(r["metric_trace"]) for r in runs)
+    evaluations = [t["evaluation"] for t in runs[0]["metric_trace"][:length]]
+    errors = np.array([[t["hessian_error"] for t in r["metric_trace"][:length]] for r in runs])
+    q25, q50, q75 = np.percentile(errors, [25, 50, 75], axis=0)
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(evaluations, q50, label=f"LODO, median of {len(runs)} seeds")
+    ax.fill_between(evaluations, q25, q75, alpha=0.25, linewidth=0, label="interquartile range")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("loss evaluation")
+    ax.set_ylabel("Hessian-approximation error √(mean ‖v + G·Hv‖²)")
+    ax.set_title("Noisy quadratic bowl: LODO's approximation of the inverse Hessian")
+    ax.legend()
+    _save(fig, path)
+    return {"evaluations": evaluations, "median": q50.tolist(), "q25": q25.tolist(), "q75": q75.tolist()}

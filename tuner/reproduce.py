@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 import schedules
 import tasks
 
 from . import events as ev
+from . import plots
 from ._validation import invalid
 from .final import EvaluationPlan, paper_entry, run_plan
 from .population import check_vectorize
@@ -370,39 +369,11 @@ def _scale_note(experiment: Experiment, scale: Scale, steps: int) -> str | None:
     return f"{scale} scale: {steps:,} evaluations where the paper runs {paper_steps:,}"
 
 
-def plot_hessian_error(document: Mapping[str, Any], path: Path) -> dict[str, list[float]] | None:
-    """LODO's Hessian-approximation error over training (the paper's bowl figure): median and
-    interquartile band over the seeds of the samples every ``metric_every`` evaluations."""
-    runs = [r for r in document["optimizers"].get("lodo", {}).get("per_run", []) if r.get("metric_trace")]
-    if not runs:
-        return None
-    length = min(len(r["metric_trace"]) for r in runs)
-    evaluations = [t["evaluation"] for t in runs[0]["metric_trace"][:length]]
-    errors = np.array([[t["hessian_error"] for t in r["metric_trace"][:length]] for r in runs])
-    q25, q50, q75 = np.percentile(errors, [25, 50, 75], axis=0)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(evaluations, q50, label=f"LODO, median of {len(runs)} seeds")
-    ax.fill_between(evaluations, q25, q75, alpha=0.25, linewidth=0, label="interquartile range")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("loss evaluation")
-    ax.set_ylabel("Hessian-approximation error √(mean ‖v + G·Hv‖²)")
-    ax.set_title("Noisy quadratic bowl: LODO's approximation of the inverse Hessian")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return {"evaluations": evaluations, "median": q50.tolist(), "q25": q25.tolist(), "q75": q75.tolist()}
-
-
-def _bowl_checks(rows: list[dict[str, Any]], document: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The bowl's surviving claims: Newton's optimum ½σ²tr(H) (a row against Table 1's 7.41), every
-    optimizer above it, LODO best of the practical optimizers."""
+def _bowl_checks(
+    rows: list[dict[str, Any]], document: Mapping[str, Any], printed: PaperValue
+) -> tuple[dict[str, Any], list[str]]:
+    """The bowl's surviving claims: Newton's optimum ½σ²tr(H) (a row against ``printed``, Table 1's
+    7.41), every optimizer above it, LODO best of the practical optimizers."""
     optimal = next(
         (
             r["metrics"]["optimal_loss"]
@@ -415,16 +386,16 @@ def _bowl_checks(rows: list[dict[str, Any]], document: Mapping[str, Any]) -> tup
     newton = {
         "experiment": "bowl",
         "optimizer": "newton",
-        "paper": 7.41,
+        "paper": printed.value,
         "paper_std": None,
-        "paper_table": "Table 1 (optimal)",
+        "paper_table": printed.table,
         "ours": optimal,
         "std": 0.0,
         "runs": 0,
         "diverged": 0,
         "errors": 0,
-        "ratio": None if optimal is None else optimal / 7.41,
-        "verdict": "match" if optimal is not None and abs(optimal / 7.41 - 1) <= MATCH_REL else "differs",
+        "ratio": None if optimal is None else optimal / printed.value,
+        "verdict": verdict(printed, optimal, 0.0, deterministic=True),
         "note": "analytic, ½σ²·tr(H) (not a run); the paper prints it to 3 digits",
     }
     ran = [r for r in rows if r["ours"] is not None]
@@ -506,9 +477,9 @@ def run_experiment(
     section["plots"]["curves"] = str((ctx.evaluation_path / "curves.png").relative_to(out))
     section["results"] = str((ctx.evaluation_path / "results.json").relative_to(out))
     if experiment.name == "bowl":
-        newton, section["checks"] = _bowl_checks(rows, document)
+        newton, section["checks"] = _bowl_checks(rows, document, experiment.paper["newton"])
         rows.insert(0, newton)
-        trace = plot_hessian_error(document, root / "hessian_error.png")
+        trace = plots.plot_hessian_error(document, root / "hessian_error.png")
         if trace is not None:
             section["hessian_error"] = trace
             section["plots"]["hessian_error"] = f"{experiment.name}/hessian_error.png"
