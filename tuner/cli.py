@@ -24,7 +24,7 @@ from .jobs import run_evaluate_job, run_tune_job
 from .reproduce import EXPERIMENTS, reproduce
 from .rundir import RunDir, read_json
 from .runtime import JobContext, Runtime
-from .specs import EvaluateJob, TuneJob
+from .specs import MAX_STUDIES, EvaluateJob, TuneJob
 from .strategies import STRATEGIES, describe_strategies, get_strategy
 from .studies import studies_tables
 from .tables import Summary
@@ -467,6 +467,16 @@ def reproduce_command(
     seeds: Annotated[
         int | None, typer.Option(min=1, max=256, help="Runs per optimizer (default: each experiment's).")
     ] = None,
+    studies: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_STUDIES,
+            help="GA studies per optimizer of rosenbrock-ga (default: "
+            + ", ".join(f"{k} at {scale} scale" for scale, k in EXPERIMENTS["rosenbrock-ga"].studies.items())
+            + ").",
+        ),
+    ] = None,
     device: DeviceOpt = "cpu",
     vectorize: VectorizeOpt = "auto",
     executor: ExecutorOpt = "local",
@@ -483,6 +493,7 @@ def reproduce_command(
                 experiments=experiments,
                 scale=scale,
                 seeds=seeds,
+                studies=studies,
                 runtime=_runtime(executor, ray_address),
                 device=device,
                 vectorize=vectorize,

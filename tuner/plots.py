@@ -107,6 +107,9 @@ def is_noisy(median_curves: Sequence[np.ndarray]) -> bool:
     return any(tortuosity(curve) > NOISY_TORTUOSITY for curve in median_curves)
 
 
+FITNESS_CEILING_FACTOR = 1e3
+
+
 def spans_decades(values: Sequence[float] | np.ndarray, decades: float = LOG_DECADES) -> bool:
     """Whether a log axis is wanted: the finite values are all positive and max/min > 10^decades
     (default 1.5 decades, about a factor 32)."""
@@ -619,18 +622,39 @@ def _decimals(tick: float) -> int:
     return max(1, round(-math.log10(max(1 - tick, 1e-16))))
 
 
+def fitness_ceiling(values: Sequence[float]) -> float | None:
+    """The top of a log fitness axis: :data:`FITNESS_CEILING_FACTOR` times the 90th percentile of
+    the finite fitnesses, or None when no value lies above it (an early generation's one trial at
+    1e170 would otherwise squash every other generation into a line)."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return None
+    ceiling = float(np.percentile(finite, 90)) * FITNESS_CEILING_FACTOR
+    return ceiling if finite.max() > ceiling else None
+
+
 def _draw_fitness(ax: Axes, studies, labels: Sequence[str], colours: Sequence[str]) -> None:
     per_study = [generation_fitness(records) for records in studies]
     width = 0.8 / max(1, len(studies))
     rng = np.random.default_rng(0)  # jitter of the dots only: the same picture every time
-    all_finite, non_finite = [], 0
+    all_finite = [v for fitness in per_study for g in fitness for v in g.finite]
+    log = spans_decades(all_finite)
+    ceiling = fitness_ceiling(all_finite) if log else None
+    above = 0 if ceiling is None else sum(1 for v in all_finite if v > ceiling)
+    non_finite = 0
     for k, (fitness, label, colour) in enumerate(zip(per_study, labels, colours, strict=True)):
         offset = (k - (len(studies) - 1) / 2) * width
         drawn = [g for g in fitness if g.finite]
         if drawn:
             positions = [g.generation + offset for g in drawn]
+            if ceiling is not None:
+                for g, x in zip(drawn, positions, strict=True):
+                    high = [v for v in g.finite if v > ceiling]
+                    if high:
+                        ax.plot([x] * len(high), [ceiling] * len(high), "^", color=colour, markersize=5)
             ax.boxplot(
-                [g.finite for g in drawn],
+                [np.minimum(g.finite, ceiling) if ceiling else g.finite for g in drawn],
                 positions=positions,
                 widths=width * 0.8,
                 manage_ticks=False,
@@ -642,11 +666,11 @@ def _draw_fitness(ax: Axes, studies, labels: Sequence[str], colours: Sequence[st
                 capprops={"color": colour},
             )
             for g, x in zip(drawn, positions, strict=True):
-                jitter = rng.uniform(-width * 0.3, width * 0.3, len(g.finite))
-                ax.plot(x + jitter, g.finite, ".", color=colour, markersize=3, alpha=0.7)
+                shown = [v for v in g.finite if ceiling is None or v <= ceiling]
+                jitter = rng.uniform(-width * 0.3, width * 0.3, len(shown))
+                ax.plot(x + jitter, shown, ".", color=colour, markersize=3, alpha=0.7)
         ax.plot([], [], "s", color=colour, alpha=0.5, label=label)
         for g in fitness:
-            all_finite += g.finite
             non_finite += g.non_finite
             if g.non_finite:
                 ax.annotate(
@@ -660,13 +684,18 @@ def _draw_fitness(ax: Axes, studies, labels: Sequence[str], colours: Sequence[st
                     color=colour,
                     fontsize="small",
                 )
-    if spans_decades(all_finite):
+    if log:
         ax.set_yscale("log")
     count = (
         f"{non_finite} non-finite (diverged or raised), counted as n✗ at the top"
         if non_finite
         else "all finite"
     )
+    if ceiling is not None:
+        ax.set_ylim(top=ceiling * 3)
+        count += (
+            f",\n{above} above {ceiling:.3g} (×{FITNESS_CEILING_FACTOR:g} the 90th percentile) drawn as ▲"
+        )
     ax.set_title(f"fitness per generation: {count}", fontsize="medium")
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness: mean loss, last 10% of the trial")

@@ -16,6 +16,12 @@ compared with the paper:
 
 Image generation compares ratios to LODO (the paper's test losses come from one run at 300 k
 steps; at another scale or on the stand-in dataset only the ordering can be compared).
+
+``rosenbrock-ga`` reproduces the tuning itself: K independent GA studies (:mod:`tuner.studies`)
+of LODO and of Adam with the README's main-job settings, each study's tuned set evaluated over the
+seeds. Its verdict asks whether the paper's printed value lies inside the studies' spread (their
+range, widened by 3 of the paper's std where it prints one); the row's value is the median study's
+window loss, and the tuned values stand beside Table 6's.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ from . import events as ev
 from . import plots
 from ._validation import invalid
 from .final import EvaluationPlan, paper_entry, run_plan
+from .jobs import run_tune_job
 from .population import check_vectorize
 from .rundir import RunDir, versions, write_json
 from .runtime import JobContext, Runtime
+from .specs import MAX_STUDIES, TuneJob
 
 Scale = Literal["quick", "paper"]
 SCALES: tuple[str, ...] = ("quick", "paper")
@@ -55,6 +63,22 @@ class PaperValue:
     std: float | None = None
     table: str = ""
     lost: str | None = None
+
+
+@dataclass(frozen=True)
+class StudiesExperiment:
+    """The paper's GA reproduced as K independent studies per optimizer (``studies`` per scale),
+    each tuned with ``schedule`` and evaluated over ``seeds``, against ``paper`` (the printed
+    window loss of the tuned values) and Table 6's values for ``task``."""
+
+    name: str
+    title: str
+    task: str
+    optimizers: tuple[str, ...]
+    schedule: str
+    studies: Mapping[str, int]
+    seeds: Mapping[str, int]
+    paper: Mapping[str, PaperValue]
 
 
 @dataclass(frozen=True)
@@ -92,7 +116,8 @@ _TABLE4_LOST = "Table 4 has no surviving numbers (lodo.md §5.2)"
 _TABLE2 = "Table 2: test loss of one run at 300 k steps"
 _TABLE3 = "Table 3: test loss of one run at 300 k steps"
 
-EXPERIMENTS: dict[str, Experiment] = {
+_TABLE8 = "Table 8"
+EXPERIMENTS: dict[str, Experiment | StudiesExperiment] = {
     e.name: e
     for e in (
         Experiment(
@@ -104,11 +129,11 @@ EXPERIMENTS: dict[str, Experiment] = {
             steps={"quick": 200, "paper": 200},
             seeds={"quick": 8, "paper": 8},
             paper={
-                "adam": PaperValue(0.00005342, table="Table 8"),
-                "momentum": PaperValue(0.01397, table="Table 8"),
-                "rmsprop": PaperValue(0.0008967, table="Table 8"),
-                "yogi": PaperValue(0.0007916, table="Table 8"),
-                "lodo": PaperValue(0.001040, 0.00002140, table="Table 8"),
+                "adam": PaperValue(0.00005342, table=_TABLE8),
+                "momentum": PaperValue(0.01397, table=_TABLE8),
+                "rmsprop": PaperValue(0.0008967, table=_TABLE8),
+                "yogi": PaperValue(0.0007916, table=_TABLE8),
+                "lodo": PaperValue(0.001040, 0.00002140, table=_TABLE8),
             },
             reasons={
                 "momentum": (
@@ -120,6 +145,19 @@ EXPERIMENTS: dict[str, Experiment] = {
                     "extraction, assigned to the bowl and Rosenbrock), and with ρ ≪ 1 RMSprop is chaotic "
                     "on Rosenbrock: a small change in a value moves the window loss by a factor"
                 ),
+            },
+        ),
+        StudiesExperiment(
+            name="rosenbrock-ga",
+            title="Rescaled Rosenbrock tuned by the GA: independent studies against Tables 6 and 8",
+            task="rosenbrock",
+            optimizers=("lodo", "adam"),
+            schedule="paper",
+            studies={"quick": 3, "paper": 8},
+            seeds={"quick": 8, "paper": 8},
+            paper={
+                "adam": PaperValue(0.00005342, table=_TABLE8),
+                "lodo": PaperValue(0.001040, 0.00002140, table=_TABLE8),
             },
         ),
         Experiment(
@@ -487,12 +525,128 @@ def run_experiment(
     return section
 
 
+def studies_verdict(paper: PaperValue, losses: Mapping[str, Any]) -> Verdict:
+    """Whether the paper's value lies inside the studies' spread ``losses`` (:func:`tuner.summary.spread`):
+    their range, widened by :data:`SPREAD_STDS` of the paper's std where it prints one."""
+    if paper.value is None:
+        return "no paper value"
+    if not losses["n"]:
+        return "differs"
+    margin = SPREAD_STDS * (paper.std or 0.0)
+    inside = losses["min"] - margin <= paper.value <= losses["max"] + margin
+    return "within spread" if inside else "differs"
+
+
+def _studies_row(
+    experiment: StudiesExperiment, name: str, documents: Mapping[str, Any], run_dir: str
+) -> dict[str, Any]:
+    """One optimizer's row: the median study's window loss, the studies' spread, the verdict on
+    the spread, and its tuned values beside Table 6's."""
+    paper = experiment.paper[name]
+    studies, tuned = documents["studies"], documents["hyperparameters"]
+    losses = studies["spread"]["window_loss"]
+    median = studies["per_study"][studies["median_study"]]
+    per_study = [s["window_loss"]["mean"] for s in studies["per_study"]]
+    table6 = schedules.paper_entry(experiment.task, name)
+    values = {
+        hp: {
+            "tuned": value,
+            "table6": table6.values[hp],
+            "table6_source": table6.sources[hp],
+            "studies": [s["hyperparameters"][hp] for s in studies["per_study"]],
+        }
+        for hp, value in tuned["hyperparameters"].items()
+    }
+    row = {
+        "experiment": experiment.name,
+        "optimizer": name,
+        "paper": paper.value,
+        "paper_std": paper.std,
+        "paper_table": paper.table,
+        "ours": median["window_loss"]["mean"],
+        "std": median["window_loss"]["std"],
+        "runs": median["runs"],
+        "diverged": median["diverged"],
+        "errors": median["errors"],
+        "ratio": None
+        if median["window_loss"]["mean"] is None
+        else median["window_loss"]["mean"] / paper.value,
+        "verdict": studies_verdict(paper, losses),
+        "hyperparameters": dict(tuned["hyperparameters"]),
+        "source": f"tuned: median of {studies['studies']} GA studies "
+        f"(study {median['study']}, seed {median['seed']})",
+        "studies": {
+            "count": studies["studies"],
+            "median_study": median["study"],
+            "window_loss": losses,
+            "per_study": per_study,
+            "run_dir": run_dir,
+        },
+        "table6": values,
+    }
+    below = sum(1 for v in per_study if v is not None and v <= paper.value)
+    lo, hi = _number(losses["min"]), _number(losses["max"])
+    where = f"{below} of {len(per_study)} studies at or below the paper's value; studies' range {lo}–{hi}"
+    row["note"] = where if row["verdict"] != "differs" else f"{where}: unexplained"
+    return row
+
+
+def run_studies_experiment(
+    experiment: StudiesExperiment,
+    out: Path,
+    *,
+    scale: Scale,
+    seeds: int | None,
+    studies: int | None,
+    runtime: Runtime,
+    device: str = "cpu",
+    vectorize: str = "auto",
+    emit: Callable[[ev.Event], None] = ev.ignore,
+) -> dict[str, Any]:
+    """Tune each optimizer in ``experiment.studies`` (or ``studies``) GA studies into
+    ``out/<name>/<optimizer>-<K>-studies`` (a rerun resumes them) and return the report's section."""
+    count = studies or experiment.studies[scale]
+    runs = seeds or experiment.seeds[scale]
+    section: dict[str, Any] = {
+        "title": experiment.title,
+        "task": experiment.task,
+        "status": "ran",
+        "studies": count,
+        "seeds": runs,
+        "steps": schedules.schedule_for(experiment.task, experiment.schedule).final_steps,
+        "notes": [
+            f"GA with the {experiment.schedule} schedule (Table 5), job seed 0, {count} studies per "
+            "optimizer; verdict: the paper's value inside the studies' range (± 3 of its std)"
+        ],
+        "plots": {},
+    }
+    rows = []
+    for name in experiment.optimizers:
+        job = TuneJob(
+            task=experiment.task,
+            optimizer=name,
+            strategy_options={"schedule": experiment.schedule},
+            seeds=runs,
+            studies=count,
+            device=device,
+            vectorize=vectorize,
+        )
+        root = out / experiment.name / f"{name}-{count}-studies"
+        ctx = JobContext(RunDir(root), runtime, emit=emit, resume=(root / "config.json").exists())
+        documents = run_tune_job(job, ctx)
+        rows.append(_studies_row(experiment, name, documents, str(root.relative_to(out))))
+        section["plots"][f"{name} search"] = str((root / "search.png").relative_to(out))
+    section["rows"] = rows
+    return section
+
+
 def reproduce(
     out: Path,
     *,
     experiments: Sequence[str] | None = None,
     scale: Scale = "quick",
     seeds: int | None = None,
+    studies: int | None = None,
     runtime: Runtime = LOCAL,
     device: str = "cpu",
     vectorize: str = "auto",
@@ -501,7 +655,8 @@ def reproduce(
 ) -> dict[str, Any]:
     """Run the experiments and write ``out/report.json`` and ``out/report.md``; returns the report.
 
-    ``seeds``: runs per optimizer (default: each experiment's at this scale); ``vectorize`` as
+    ``seeds``: runs per optimizer (default: each experiment's at this scale); ``studies``: GA
+    studies per optimizer of a studies experiment (default: its at this scale); ``vectorize`` as
     for any evaluation (``auto``: every supported optimizer's seeds as one population). Finished runs in
     ``out`` are reused, so a killed run continues where it stopped.
     """
@@ -510,21 +665,20 @@ def reproduce(
     vectorize = check_vectorize(vectorize)
     if seeds is not None and not (isinstance(seeds, int) and 1 <= seeds <= 256):
         raise invalid("seeds", seeds, "an integer in 1..256")
+    if studies is not None and not (isinstance(studies, int) and 1 <= studies <= MAX_STUDIES):
+        raise invalid("studies", studies, f"an integer in 1..{MAX_STUDIES}")
     out.mkdir(parents=True, exist_ok=True)
     sections = {}
     for name in names:
         experiment = EXPERIMENTS[name]
         log(f"{name}: {experiment.title}")
-        sections[name] = run_experiment(
-            experiment,
-            out,
-            scale=scale,
-            seeds=seeds,
-            runtime=runtime,
-            device=device,
-            vectorize=vectorize,
-            emit=emit,
+        common = dict(
+            scale=scale, seeds=seeds, runtime=runtime, device=device, vectorize=vectorize, emit=emit
         )
+        if isinstance(experiment, StudiesExperiment):
+            sections[name] = run_studies_experiment(experiment, out, studies=studies, **common)
+        else:
+            sections[name] = run_experiment(experiment, out, **common)
     report = {
         "scale": scale,
         "device": device,
@@ -558,6 +712,24 @@ def _shared_notes(rows: Sequence[Mapping[str, Any]]) -> set[str]:
     return set.intersection(*notes) if notes else set()
 
 
+def _tuned_values_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A studies experiment's tuned values: the median study's and every study's range beside
+    Table 6's."""
+    lines = [
+        "| optimizer | hyperparameter | Table 6 | tuned (median study) | studies' range |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        for name, value in row["table6"].items():
+            source = "" if value["table6_source"] == "paper Table 6" else f" ({value['table6_source']})"
+            lo, hi = min(value["studies"]), max(value["studies"])
+            lines.append(
+                f"| {row['optimizer']} | {name} | {value['table6']:.6g}{source} | {value['tuned']:.6g} "
+                f"| {lo:.6g}–{hi:.6g} |"
+            )
+    return lines
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """The report for people: one table per experiment, the checks and plots below it."""
     lines = [
@@ -574,9 +746,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         if section["status"] == "not run":
             lines += [f"Not run: {section['reason']}"]
         else:
-            lines += [
-                f"Task `{section['task']}`, {section['seeds']} seeds × {section['steps']:,} evaluations."
-            ]
+            studies = f"{section['studies']} GA studies, each evaluated over " if "studies" in section else ""
+            runs = f"{section['seeds']} seeds × {section['steps']:,} evaluations"
+            lines += [f"Task `{section['task']}`, {studies}{runs}."]
             lines += [f"{note[0].upper()}{note[1:]}." for note in section["notes"]]
             lines += [f"All rows: {note}." for note in sorted(shared)]
         lines += [
@@ -599,6 +771,9 @@ def markdown(report: Mapping[str, Any]) -> str:
             )
         if any(r.get("ratio_to_lodo") for r in rows):
             lines += ["", "ratio: ours to LODO vs the paper's to LODO."]
+        if any("studies" in r for r in rows):
+            lines += ["", "ours: the median study's window loss over the seeds.", ""]
+            lines += _tuned_values_table(rows)
         lines += [""] + [f"* {check}" for check in section.get("checks", [])]
         lines += [f"![{name} {label}]({path})" for label, path in section.get("plots", {}).items()]
     return "\n".join(lines) + "\n"

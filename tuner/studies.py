@@ -13,7 +13,8 @@ lower study index and a study with no finite run ranks last. The job's own evalu
 back instead of running them again.
 
 Layout: ``RUN_DIR/studies/<k>/`` is study k's run directory (its GA run and the evaluation of its
-tuned set), ``RUN_DIR/studies.json`` every study and the spread, ``RUN_DIR/hyperparameters.json``
+tuned set), ``RUN_DIR/studies.json`` every study and the spread, ``RUN_DIR/search.png`` every study's search
+in one figure, ``RUN_DIR/hyperparameters.json``
 the median study's document with ``study``, ``studies`` and ``studies_document`` added
 (:mod:`tuner.rundir`).
 
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import events as ev
-from . import ga
+from . import ga, plots
 from .rundir import read_json, versions, write_array, write_json
 from .runtime import JobContext
 from .summary import spread
@@ -87,6 +88,12 @@ def run_studies(job: TuneJob, strategy: Strategy, ctx: JobContext) -> tuple[dict
     median = median_study(studies)
     document = _studies_document(job, studies, median)
     write_json(ctx.run_dir.studies_path, document)
+    plots.plot_search(
+        [ctx.run_dir.study(s.index).finished_generations() for s in studies],
+        ctx.run_dir.search_plot_path,
+        title=f"{job.task}: {job.studies} GA studies of {job.optimizer} (median: study {median.index})",
+        labels=[f"study {s.index}" + (" (median)" if s is median else "") for s in studies],
+    )
     tuned = {
         **median.tuned,
         "study": median.index,

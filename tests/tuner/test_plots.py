@@ -302,6 +302,25 @@ def test_the_search_figure_has_a_panel_per_hyperparameter_and_the_fitness(tmp_pa
     assert (tmp_path / "search.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
+def test_the_fitness_axis_stops_at_a_thousand_times_the_90th_percentile():
+    assert plots.fitness_ceiling([1.0] * 20 + [1e170]) == pytest.approx(1e3)
+    assert plots.fitness_ceiling([1.0] * 20 + [999.0]) is None  # nothing above it: no ceiling
+    assert plots.fitness_ceiling([math.inf]) is None
+
+
+def test_a_generation_with_one_huge_fitness_draws_it_at_the_ceiling_and_counts_it():
+    records = _generation_records(population=24)
+    records[1]["population"][0]["fitness"] = 1e170
+    *_, fitness = plots.search_figure([records], title="t").axes
+    ceiling = plots.fitness_ceiling(
+        [i["fitness"] for r in records for i in r["population"] if i["fitness"] is not None]
+    )
+    assert fitness.get_yscale() == "log" and fitness.get_ylim()[1] == pytest.approx(3 * ceiling)
+    assert f"1 above {ceiling:.3g}" in fitness.get_title()
+    markers = [line for line in fitness.get_lines() if line.get_marker() == "^"]
+    assert [list(line.get_ydata()) for line in markers] == [[ceiling]]
+
+
 def test_a_ga_run_writes_search_png_beside_its_generations(tmp_path):
     plan = schedules.schedule_for("rosenbrock").scaled(0.1).with_overrides(2, 4)
     config = TuneConfig("rosenbrock", "adam", plan, schedules.space_for("adam"), seed=1)

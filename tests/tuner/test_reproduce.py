@@ -11,8 +11,19 @@ import math
 import pytest
 from typer.testing import CliRunner
 
+import schedules
 from tuner.cli import app
-from tuner.reproduce import EXPERIMENTS, PaperValue, markdown, reproduce, run_experiment, verdict
+from tuner.reproduce import (
+    EXPERIMENTS,
+    PaperValue,
+    markdown,
+    reproduce,
+    run_experiment,
+    run_studies_experiment,
+    studies_verdict,
+    verdict,
+)
+from tuner.rundir import read_json
 from tuner.runtime import Runtime
 
 LOCAL = Runtime("local")
@@ -123,10 +134,15 @@ def test_verdicts(paper, ours, std, deterministic, expected):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"experiments": ["mnist"]}, r"Invalid experiment: 'mnist' \(allowed: rosenbrock \| bowl \|"),
+        (
+            {"experiments": ["mnist"]},
+            r"Invalid experiment: 'mnist' \(allowed: rosenbrock \| rosenbrock-ga \| bowl \|",
+        ),
         ({"scale": "full"}, r"Invalid scale: 'full' \(allowed: quick \| paper\)"),
         ({"seeds": 0}, r"Invalid seeds: 0 \(allowed: an integer in 1..256\)"),
         ({"vectorize": "yes"}, r"Invalid vectorize: 'yes' \(allowed: auto \| on \| off\)"),
+        ({"studies": 0}, r"Invalid studies: 0 \(allowed: an integer in 1..64\)"),
+        ({"studies": 65}, r"Invalid studies: 65 \(allowed: an integer in 1..64\)"),
     ],
 )
 def test_bad_input_names_the_field_and_the_allowed_values(kwargs, message, tmp_path):
@@ -138,3 +154,56 @@ def test_the_command_refuses_an_unknown_experiment_listing_the_known_ones(tmp_pa
     result = CliRunner().invoke(app, ["reproduce", "--experiments", "mnist", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "Invalid experiment: 'mnist'" in result.output and "image-generation" in result.output
+
+
+@pytest.mark.parametrize(
+    ("paper", "low", "high", "expected"),
+    [
+        (PaperValue(1.0), 0.5, 2.0, "within spread"),
+        (PaperValue(1.0), 1.0, 1.0, "within spread"),  # the range's edge is inside
+        (PaperValue(1.0), 1.01, 2.0, "differs"),
+        (PaperValue(1.0, 0.01), 1.029, 2.0, "within spread"),  # widened by 3 of the paper's std
+        (PaperValue(1.0, 0.01), 1.031, 2.0, "differs"),
+        (PaperValue(1.0, 0.01), 0.5, 0.969, "differs"),
+        (PaperValue(None, lost="lost"), 0.5, 2.0, "no paper value"),
+    ],
+)
+def test_studies_verdicts(paper, low, high, expected):
+    assert studies_verdict(paper, {"min": low, "max": high, "n": 2}) == expected
+    assert studies_verdict(PaperValue(1.0), {"min": None, "max": None, "n": 0}) == "differs"
+
+
+def test_rosenbrock_ga_rows_are_the_median_study_and_the_spread_of_its_studies(tmp_path):
+    """Adam alone (the cheapest GA), two studies of two seeds: the row is read off studies.json,
+    its verdict follows the range rule, and the tuned values stand beside Table 6's."""
+    experiment = dataclasses.replace(EXPERIMENTS["rosenbrock-ga"], optimizers=("adam",))
+    section = run_studies_experiment(experiment, tmp_path, scale="quick", seeds=2, studies=2, runtime=LOCAL)
+    (row,) = section["rows"]
+    root = tmp_path / row["studies"]["run_dir"]
+    studies = read_json(root / "studies.json")
+    median = studies["per_study"][studies["median_study"]]
+    losses = [s["window_loss"]["mean"] for s in studies["per_study"]]
+    assert studies["per_study"][0]["seed"] == 0 and len(set(losses)) == 2
+    assert row["ours"] == median["window_loss"]["mean"] and row["runs"] == 2
+    assert row["studies"]["per_study"] == losses and row["ratio"] == pytest.approx(row["ours"] / 0.00005342)
+    inside = min(losses) <= 0.00005342 <= max(losses)
+    assert row["verdict"] == ("within spread" if inside else "differs")
+    assert row["hyperparameters"] == read_json(root / "hyperparameters.json")["hyperparameters"]
+    table6 = schedules.paper_entry("rosenbrock", "adam").values
+    assert {k: v["table6"] for k, v in row["table6"].items()} == table6
+    assert all(
+        v["studies"] == [s["hyperparameters"][k] for s in studies["per_study"]]
+        for k, v in row["table6"].items()
+    )
+    assert (root / "search.png").stat().st_size > 0  # every study's search in one figure
+    text = markdown(
+        {
+            "scale": "quick",
+            "device": "cpu",
+            "versions": {},
+            "verdicts": {},
+            "experiments": {"rosenbrock-ga": {k: v for k, v in section.items() if k != "rows"}},
+            "rows": section["rows"],
+        }
+    )
+    assert "2 GA studies, each evaluated over 2 seeds" in text and "| adam | lr | 0.9704 |" in text

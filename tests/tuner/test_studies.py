@@ -95,6 +95,7 @@ def test_three_studies_keep_the_median_study_and_run_the_baselines_once(three):
     run_dir, documents, _ = three
     studies = documents["studies"]
     assert read_json(run_dir.studies_path) == json.loads(json.dumps(studies))
+    assert run_dir.search_plot_path.read_bytes().startswith(b"\x89PNG")  # the studies' searches together
     seeds = [s["seed"] for s in studies["per_study"]]
     assert seeds == ga.study_seeds(3, 3) and seeds[0] == 3 and len(set(seeds)) == 3
     for s in studies["per_study"]:
