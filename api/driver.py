@@ -7,7 +7,9 @@ generation (its GA state included) and every finished document are written to th
 moment the runner reports them. The store is the source of truth: a restarted job continues from
 the generations and documents the store holds (the run directory is rewritten from them, never
 read back), so a job moved to another machine, or whose files were lost or damaged, continues
-with identical seeds and result.
+with identical seeds and result. A reproduce job is the exception: like ``lodotune reproduce`` it
+reads its finished runs and GA studies back from its run directory (the store keeps its progress
+and its report).
 
 While it runs, a :class:`Heartbeat` thread writes ``jobs.heartbeat_at`` every
 ``LODOTUNE_HEARTBEAT_INTERVAL`` seconds: the launchers take a driver whose heartbeat is older than
@@ -38,7 +40,7 @@ from tuner.runtime import JobContext, Runtime
 
 from .launchers import alive_path
 from .models import JobRow
-from .schemas import STORED_SPEC, EvaluateRequest, TuneRequest
+from .schemas import STORED_SPEC, EvaluateRequest, ReproduceRequest, TuneRequest
 from .settings import Settings
 from .store import JobStore
 
@@ -104,6 +106,14 @@ class StoreSink:
                 store.save_result(job_id, name, document)
 
 
+def _without_generations(sink: StoreSink) -> ev.EventSink:
+    def emit(event: ev.Event) -> None:
+        if not (isinstance(event, ev.Checkpoint) and event.kind == "generation"):
+            sink(event)
+
+    return emit
+
+
 class Driver:
     def __init__(self, store: JobStore, job: JobRow, settings: Settings) -> None:
         self.store, self.job, self.settings = store, job, settings
@@ -129,9 +139,16 @@ class Driver:
         )
 
     def run(self) -> dict[str, Any]:
-        from tuner.jobs import run_evaluate_job, run_tune_job  # torch: seconds, after "starting"
+        from tuner.jobs import run_evaluate_job, run_reproduce_job, run_tune_job  # torch: seconds
 
         self.run_dir.root.mkdir(parents=True, exist_ok=True)
+        if self.job.kind == "reproduce":
+            job = ReproduceRequest.model_validate(self.job.spec, context=STORED_SPEC)
+            # its GA runs (several, whose generation numbers repeat) resume from the run directory,
+            # as the command line's do: their generations are not the store's
+            sink = StoreSink(self.store, self.job.id, attempt=self.job.attempt)
+            ctx = JobContext(self.run_dir, self.runtime(), emit=_without_generations(sink))
+            return run_reproduce_job(job, ctx)
         if self.job.kind == "tune":
             job = TuneRequest.model_validate(self.job.spec, context=STORED_SPEC)
             ctx = self.context(

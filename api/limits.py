@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import func, select
 
 from tuner.final import final_length
+from tuner.reproduce import ReproduceJob, trial_steps
 from tuner.specs import EvaluateJob, TuneJob
 from tuner.strategies import get_strategy
 
@@ -128,10 +129,14 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
-def check_job(job: TuneJob | EvaluateJob, limits: Limits | None = None) -> None:
-    """Refuse a validated job (``TuneRequest`` / ``EvaluateRequest``) that exceeds ``limits``: a
-    ``ValueError`` in the house form, naming the field and the ``LODOTUNE_*`` limit."""
+def check_job(job: TuneJob | EvaluateJob | ReproduceJob, limits: Limits | None = None) -> None:
+    """Refuse a validated job (``TuneRequest`` / ``EvaluateRequest`` / ``ReproduceRequest``) that
+    exceeds ``limits``: a ``ValueError`` in the house form, naming the field and the ``LODOTUNE_*``
+    limit."""
     limits = limits or get_limits()
+    if isinstance(job, ReproduceJob):
+        _check_reproduce(job, limits)
+        return
     if job.step_scale < limits.min_step_scale:
         _fail("step_scale", job.step_scale, f"at least {limits.min_step_scale!r}", "MIN_STEP_SCALE")
     _check_task_options(job.task_options, limits)
@@ -152,6 +157,18 @@ def check_job(job: TuneJob | EvaluateJob, limits: Limits | None = None) -> None:
             f"Invalid job size: {total} trial steps = {parts} (allowed: at most {limits.max_trial_steps} "
             "trial steps in all of a job's trials; fewer generations, individuals, samples, seeds or a "
             "smaller step_scale, the server's limit LODOTUNE_MAX_TRIAL_STEPS)"
+        )
+
+
+def _check_reproduce(job: ReproduceJob, limits: Limits) -> None:
+    sizes = trial_steps(job)
+    total = sum(sizes.values())
+    if total > limits.max_trial_steps:
+        parts = " + ".join(f"{name} {steps}" for name, steps in sizes.items())
+        raise ValueError(
+            f"Invalid experiments: {total} trial steps = {parts} at {job.scale} scale (allowed: at most "
+            f"{limits.max_trial_steps} trial steps in all of a job's runs; fewer experiments, seeds or "
+            "studies, the server's limit LODOTUNE_MAX_TRIAL_STEPS)"
         )
 
 

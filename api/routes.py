@@ -21,6 +21,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 import lodo
 import schedules
 import tasks as task_registry
+from tuner.reproduce import describe_experiments
 from tuner.strategies import describe_strategies
 
 from . import schemas
@@ -125,6 +126,16 @@ def post_evaluate(
     return _accepted(*svc.submit("evaluate", body, idempotency_key), response)
 
 
+@router.post(
+    "/reproduce", status_code=202, response_model=schemas.Accepted, responses=ACCEPTED, tags=["jobs"]
+)
+def post_reproduce(
+    body: schemas.ReproduceRequest, svc: Service, response: Response, idempotency_key: IdempotencyKey = None
+) -> schemas.Accepted:
+    """The paper's experiments beside its numbers, as ``lodotune reproduce`` runs them."""
+    return _accepted(*svc.submit("reproduce", body, idempotency_key), response)
+
+
 # registry names (an evaluation job's optimizer filter is its comma-joined list): no NUL, no
 # control characters, nothing a database driver could refuse
 NAME_FILTER = r"^[A-Za-z0-9][A-Za-z0-9_.,-]{0,63}$"
@@ -192,6 +203,12 @@ def get_hyperparameters(job_id: JobId, svc: Service) -> dict[str, Any]:
 def get_results(job_id: JobId, svc: Service) -> dict[str, Any]:
     """The evaluation: per optimizer mean ± std of the window loss, diverged count, steps/s."""
     return svc.result(job_id, "results")
+
+
+@router.get("/jobs/{job_id}/report", responses=NOT_READY, tags=["results"])
+def get_report(job_id: JobId, svc: Service) -> dict[str, Any]:
+    """A reproduce job's report: the same document as the CLI's report.json (rows with verdicts)."""
+    return svc.result(job_id, "report")
 
 
 @router.get("/jobs/{job_id}/artifacts", responses=NOT_FOUND, tags=["results"])
@@ -321,6 +338,12 @@ def get_optimizers() -> list[dict[str, Any]]:
             space = schedules.space_for(entry["name"]).model_dump(mode="json")
         out.append({**entry, "search_space": space})
     return out
+
+
+@router.get("/experiments", tags=["registries"])
+def get_experiments() -> list[dict[str, Any]]:
+    """The experiments POST /reproduce runs: title, task, optimizers and their size per scale."""
+    return describe_experiments()
 
 
 @router.get("/strategies", tags=["registries"])

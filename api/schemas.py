@@ -14,11 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from tuner.final import plan_for
+from tuner.reproduce import ReproduceJob
 from tuner.specs import EvaluateJob, TuneJob
 
 from .limits import check_job
 
-JobKind = Literal["tune", "evaluate"]
+JobKind = Literal["tune", "evaluate", "reproduce"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -125,12 +126,9 @@ class TuneRequest(_Request, TuneJob):
         return data
 
 
-class EvaluateRequest(_Request, EvaluateJob):
-    """N seeds of each optimizer at the task's final length, with given, tuned or paper values."""
-
-    from_job: str | None = Field(
-        None, pattern=r"^[0-9a-f]{32}$", description="Use the tuned values of this finished tune job."
-    )
+class _PlainRequest(_Request):
+    """A request whose input is checked for storability before anything else (a tune request
+    checks it after moving the GA's top-level fields, :class:`TuneRequest`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -139,11 +137,24 @@ class EvaluateRequest(_Request, EvaluateJob):
             check_input(data)
         return data
 
+
+class EvaluateRequest(_PlainRequest, EvaluateJob):
+    """N seeds of each optimizer at the task's final length, with given, tuned or paper values."""
+
+    from_job: str | None = Field(
+        None, pattern=r"^[0-9a-f]{32}$", description="Use the tuned values of this finished tune job."
+    )
+
     @model_validator(mode="after")
     def _paper_values_exist(self) -> EvaluateRequest:
         if self.from_job is None:
             plan_for(self)  # Table 6 rows for every optimizer not given, else a ValueError naming it
         return self
+
+
+class ReproduceRequest(_PlainRequest, ReproduceJob):
+    """The paper's experiments with Table 6 values beside its numbers (``lodotune reproduce``):
+    the report at ``GET /jobs/{id}/report``, report.md and the plots among the artifacts."""
 
 
 class Progress(BaseModel):

@@ -40,21 +40,27 @@ class JobService:
         self.store, self.launcher, self.settings = store, launcher, settings
 
     def submit(
-        self, kind: str, request: schemas.TuneRequest | schemas.EvaluateRequest, idempotency_key: str | None
+        self,
+        kind: str,
+        request: schemas.TuneRequest | schemas.EvaluateRequest | schemas.ReproduceRequest,
+        idempotency_key: str | None,
     ) -> tuple[JobRow, bool]:
-        if isinstance(request, schemas.EvaluateRequest):
-            optimizer, strategy = ",".join(request.optimizers), None
+        if isinstance(request, schemas.ReproduceRequest):
+            # every optimizer of its experiments runs; the task column lists the experiments
+            task, optimizer, strategy = ",".join(request.experiments), "all", None
+        elif isinstance(request, schemas.EvaluateRequest):
+            task, optimizer, strategy = request.task, ",".join(request.optimizers), None
             if request.from_job is not None:
                 self._tuned_job(request.from_job)
         else:  # one-pass tunes SGD's lr, weight decay and momentum: its document says "sgd"
-            optimizer, strategy = request.optimizer or "sgd", request.strategy
+            task, optimizer, strategy = request.task, request.optimizer or "sgd", request.strategy
         key = (idempotency_key, request.fingerprint(kind)) if idempotency_key else None
         if key is None or self.store.job_for_key(*key) is None:  # a replay gets its job even when full
             check_capacity(self.store)
         job, created = self.store.create_job(
             kind=kind,
             spec=request.model_dump(mode="json"),
-            task=request.task,
+            task=task,
             optimizer=optimizer,
             strategy=strategy,
             launcher=self.launcher.name,
@@ -112,25 +118,40 @@ class JobService:
         return self.store.generations(job_id)
 
     def artifacts(self, job_id: str) -> dict[str, Path]:
-        """Name → file of the job's downloadable files (run directory and evaluation directory).
-        A symlink, or anything that resolves outside the job's run directory, is never one."""
-        root = Path(self.get(job_id).run_dir)
+        """Name → file of the job's downloadable files (run directory and evaluation directory;
+        a reproduce job's also the plots its report names, ``bowl/hessian_error.png`` as
+        ``bowl.hessian_error.png``). A symlink, or anything that resolves outside the job's run
+        directory, is never one."""
+        job = self.get(job_id)
+        root = Path(job.run_dir)
         if root.is_symlink() or not root.is_dir():
             return {}
         base = root.resolve()
+
+        def servable(name: str, path: Path) -> bool:
+            if path.suffix not in ARTIFACT_TYPES or not ARTIFACT_NAME.match(name):
+                return False
+            links = [path, *path.parents[: len(path.relative_to(root).parts) - 1]]
+            if any(p.is_symlink() for p in links):
+                return False
+            return path.is_file() and path.resolve().is_relative_to(base)
+
         found = {}
         for folder in (root, root / "evaluation"):
             if folder.is_symlink() or not folder.is_dir():
                 continue
             for path in sorted(folder.iterdir()):
-                if (
-                    path.is_symlink()
-                    or path.suffix not in ARTIFACT_TYPES
-                    or not ARTIFACT_NAME.match(path.name)
-                ):
-                    continue
-                if path.is_file() and path.resolve().is_relative_to(base):
+                if servable(path.name, path):
                     found.setdefault(path.name, path)
+        if job.kind == "reproduce":
+            report = self.store.result(job_id, "report") or {}
+            for section in report.get("experiments", {}).values():
+                for relative in map(Path, map(str, section.get("plots", {}).values())):
+                    if relative.is_absolute() or ".." in relative.parts:
+                        continue
+                    name = ".".join(relative.parts)
+                    if servable(name, root / relative):
+                        found.setdefault(name, root / relative)
         return found
 
     def artifact(self, job_id: str, name: str) -> Path:
@@ -171,8 +192,11 @@ def job_view(job: Any) -> schemas.Job:
         "artifacts": f"{base}/artifacts",
         "cancel": f"{base}/cancel",
         "retry": f"{base}/retry",
-        "results": f"{base}/results",
     }
+    if job.kind == "reproduce":
+        links["report"] = f"{base}/report"
+    else:
+        links["results"] = f"{base}/results"
     if job.kind == "tune":
         links["hyperparameters"] = f"{base}/hyperparameters"
     return schemas.Job.model_construct(

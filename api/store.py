@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .models import GenerationRow, IdempotencyKeyRow, JobRow, ResultRow, utcnow
 
-RESULT_NAMES = ("hyperparameters", "results")
+RESULT_NAMES = ("hyperparameters", "results", "report")
 ERROR_LIMIT = 1000  # characters of a job's error
 # an absolute path of two or more parts, not part of a URL or a longer word
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"`(),;:]+/)+([^\s/'\"`(),;:]*)")

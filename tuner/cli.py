@@ -20,8 +20,8 @@ import tasks as task_registry
 from . import events as ev
 from ._validation import describe_validation
 from .final import results_tables
-from .jobs import run_evaluate_job, run_tune_job
-from .reproduce import EXPERIMENTS, reproduce
+from .jobs import run_evaluate_job, run_reproduce_job, run_tune_job
+from .reproduce import EXPERIMENTS, ReproduceJob
 from .rundir import RunDir, read_json
 from .runtime import JobContext, Runtime
 from .specs import MAX_STUDIES, EvaluateJob, TuneJob
@@ -486,19 +486,23 @@ def reproduce_command(
     ),
 ) -> None:
     """The paper's experiments with Table 6 values beside the paper's numbers: report.md, report.json."""
+    job = _validated(
+        ReproduceJob,
+        {
+            "experiments": experiments or [],
+            "scale": scale,
+            "seeds": seeds,
+            "studies": studies,
+            "device": device,
+            "vectorize": vectorize,
+        },
+    )
+    ctx = JobContext(RunDir(out), _runtime(executor, ray_address))
     with _progress() as progress:
+        ctx.emit = ProgressView(progress)
         try:
-            report = reproduce(
-                out,
-                experiments=experiments,
-                scale=scale,
-                seeds=seeds,
-                studies=studies,
-                runtime=_runtime(executor, ray_address),
-                device=device,
-                vectorize=vectorize,
-                emit=ProgressView(progress),
-                log=lambda line: progress.console.print(line, soft_wrap=True),
+            report = run_reproduce_job(
+                job, ctx, log=lambda line: progress.console.print(line, soft_wrap=True)
             )
         except ValueError as err:
             progress.stop()

@@ -1,6 +1,7 @@
-"""The job runner: the one place where a tune or evaluate job becomes work.
+"""The job runner: the one place where a tune, evaluate or reproduce job becomes work.
 
-``run_tune_job`` and ``run_evaluate_job`` take a typed spec (:mod:`tuner.specs`) and a
+``run_tune_job``, ``run_evaluate_job`` and ``run_reproduce_job`` take a typed spec
+(:mod:`tuner.specs`, :class:`tuner.reproduce.ReproduceJob`) and a
 :class:`~tuner.runtime.JobContext` (run directory, runtime, event sink, restart state); the
 command line, the service's driver and the benchmarks are thin adapters around them. A tune job
 is its strategy's ``tune`` (skipped when ``tuned`` is the hyperparameters document of an earlier
@@ -12,8 +13,8 @@ written to the run directory.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from .final import plan_for, run_plan
@@ -21,6 +22,9 @@ from .runtime import JobContext
 from .specs import EvaluateJob, TuneJob
 from .strategies import get_strategy
 from .studies import run_studies
+
+if TYPE_CHECKING:
+    from .reproduce import ReproduceJob
 
 
 def describe_error(err: BaseException) -> str:
@@ -87,3 +91,22 @@ def run_evaluate_job(
         ctx.close()
     ctx.emit(ev.JobFinished({"results": results}))
     return results
+
+
+def run_reproduce_job(
+    job: ReproduceJob, ctx: JobContext, *, log: Callable[[str], None] = lambda line: None
+) -> dict[str, Any]:
+    """The paper's experiments into the run directory (:mod:`tuner.reproduce`); returns the
+    report. A restart reads the finished runs and studies back from the run directory."""
+    from .reproduce import reproduce  # it runs tune jobs through this module
+
+    try:
+        report = reproduce(ctx.run_dir.root, **job.model_dump(), runtime=ctx.runtime, emit=ctx.emit, log=log)
+        ctx.emit(ev.DocumentReady("report", report))
+    except Exception as err:
+        ctx.emit(ev.JobFailed(describe_error(err)))
+        raise
+    finally:
+        ctx.close()
+    ctx.emit(ev.JobFinished({"report": report}))
+    return report

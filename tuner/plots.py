@@ -728,7 +728,8 @@ def _save(fig: Figure, path: Path) -> None:
 def plot_hessian_error(document: Mapping[str, Any], path: Path) -> dict[str, list[float]] | None:
     """LODO's Hessian-approximation error over training (the paper's bowl figure) from an
     evaluation document whose runs sampled it (``metric_trace``): median and interquartile band
-    over the seeds, log axes. Returns the plotted series, or None when no LODO run sampled it."""
+    over the seeds, a log x axis (and y where the error spans decades). Returns the plotted series,
+    or None when no LODO run sampled it."""
     from matplotlib.figure import Figure
 
     runs = [r for r in document["optimizers"].get("lodo", {}).get("per_run", []) if r.get("metric_trace")]
@@ -743,7 +744,8 @@ def plot_hessian_error(document: Mapping[str, Any], path: Path) -> dict[str, lis
     ax.plot(evaluations, q50, label=f"LODO, median of {len(runs)} seeds")
     ax.fill_between(evaluations, q25, q75, alpha=0.25, linewidth=0, label="interquartile range")
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    if spans_decades(errors.ravel()):  # a log axis for less than 1.5 decades only relabels it badly
+        ax.set_yscale("log")
     ax.set_xlabel("loss evaluation")
     ax.set_ylabel("Hessian-approximation error √(mean ‖v + G·Hv‖²)")
     ax.set_title("Noisy quadratic bowl: LODO's approximation of the inverse Hessian")

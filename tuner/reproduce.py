@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 import schedules
 import tasks
 
@@ -41,10 +43,10 @@ from . import plots
 from ._validation import invalid
 from .final import EvaluationPlan, paper_entry, run_plan
 from .jobs import run_tune_job
-from .population import check_vectorize
+from .population import Vectorize, check_vectorize
 from .rundir import RunDir, versions, write_json
 from .runtime import JobContext, Runtime
-from .specs import MAX_STUDIES, TuneJob
+from .specs import MAX_STUDIES, Device, TuneJob
 
 Scale = Literal["quick", "paper"]
 SCALES: tuple[str, ...] = ("quick", "paper")
@@ -111,7 +113,7 @@ class Experiment:
     skipped: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # scale → optimizer → why
 
 
-_TABLE1_LOST = "Table 1's entries were lost in extraction (lodo.md §5.2); only Newton's 7.41 survives"
+_TABLE1_LOST = "Table 1's entries were lost in extraction (lodo.md §5.2), all but Newton's 7.41"
 _TABLE4_LOST = "Table 4 has no surviving numbers (lodo.md §5.2)"
 _TABLE2 = "Table 2: test loss of one run at 300 k steps"
 _TABLE3 = "Table 3: test loss of one run at 300 k steps"
@@ -253,7 +255,7 @@ def check_experiments(names: Sequence[str] | None) -> list[str]:
         return list(EXPERIMENTS)
     for name in names:
         if name not in EXPERIMENTS:
-            raise invalid("experiment", name, " | ".join(EXPERIMENTS))
+            raise invalid("experiments", name, " | ".join(EXPERIMENTS))
     return [name for name in EXPERIMENTS if name in names]
 
 
@@ -261,6 +263,67 @@ def check_scale(scale: object) -> Scale:
     if scale not in SCALES:
         raise invalid("scale", scale, " | ".join(SCALES))
     return scale  # type: ignore[return-value]
+
+
+class ReproduceJob(BaseModel):
+    """A reproduce job (``lodotune reproduce``, ``POST /reproduce``): what :func:`reproduce` takes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experiments: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Experiments to run (GET /experiments); empty: all of them.",
+        examples=[["rosenbrock", "bowl"]],
+    )
+    scale: Scale = Field("quick", description="quick (minutes on a laptop) or paper (the paper's lengths).")
+    seeds: int | None = Field(None, ge=1, le=256, strict=True, description="Runs per optimizer.")
+    studies: int | None = Field(
+        None, ge=1, le=MAX_STUDIES, strict=True, description="GA studies per optimizer of rosenbrock-ga."
+    )
+    device: Device = "cpu"
+    vectorize: Vectorize = "auto"
+
+    @field_validator("experiments")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        return check_experiments(names)
+
+
+def describe_experiments() -> list[dict[str, Any]]:
+    """The registry for people and the service: each experiment's task(s), optimizers, and per
+    scale its seeds and steps (a studies experiment: its studies and GA schedule)."""
+    records = []
+    for name, e in EXPERIMENTS.items():
+        record: dict[str, Any] = {"name": name, "title": e.title, "optimizers": list(e.optimizers)}
+        if isinstance(e, StudiesExperiment):
+            record |= {"tasks": [e.task], "schedule": e.schedule, "studies": dict(e.studies)}
+        else:
+            record |= {"tasks": list(e.tasks), "steps": dict(e.steps)}
+            record["skipped"] = {scale: sorted(names) for scale, names in e.skipped.items()}
+        record["seeds"] = dict(e.seeds)
+        records.append(record)
+    return records
+
+
+def trial_steps(job: ReproduceJob) -> dict[str, int]:
+    """Trial steps per experiment (one step of one run, as the service's limits count them): an
+    evaluation experiment's seeds × optimizers × steps; a studies experiment's GA generations
+    (population × (steps + 1) each) and the evaluation of every study's tuned set."""
+    sizes = {}
+    for name in check_experiments(job.experiments):
+        experiment = EXPERIMENTS[name]
+        seeds = job.seeds or experiment.seeds[job.scale]
+        if isinstance(experiment, StudiesExperiment):
+            plan = schedules.schedule_for(experiment.task, experiment.schedule)
+            tuning = sum(plan.population * (g.steps + 1) for g in plan.generations)
+            studies = job.studies or experiment.studies[job.scale]
+            per_optimizer = studies * (tuning + seeds * plan.final_steps)
+            sizes[name] = len(experiment.optimizers) * per_optimizer
+        else:
+            running = [n for n in experiment.optimizers if n not in experiment.skipped.get(job.scale, {})]
+            sizes[name] = seeds * len(running) * experiment.steps[job.scale]
+    return sizes
 
 
 def verdict(paper: PaperValue, ours: float | None, std: float | None, *, deterministic: bool) -> Verdict:
@@ -316,8 +379,15 @@ def _quantity(entry: Mapping[str, Any], quantity: str) -> tuple[float | None, fl
 
 def _differs_because(experiment: Experiment, name: str, notes: Sequence[str]) -> str:
     """The known reason a row differs: the optimizer's, else the experiment's stand-in dataset or
-    shorter scale (``notes``), else "unexplained"."""
-    return experiment.reasons.get(name) or ("; ".join(notes) if notes else "unexplained")
+    shorter scale (``notes``, said above the table), else "unexplained"."""
+    if name in experiment.reasons:
+        return experiment.reasons[name]
+    causes = [
+        cause
+        for word, cause in (("stand-in", "the stand-in dataset"), ("scale", "the shorter scale"))
+        if any(word in note for note in notes)
+    ]
+    return " or ".join(causes) + " (see above the table)" if causes else "unexplained"
 
 
 def _row(
@@ -707,8 +777,9 @@ def _number(value: Any) -> str:
 
 
 def _shared_notes(rows: Sequence[Mapping[str, Any]]) -> set[str]:
-    """The notes every row of an experiment carries (said once, above its table)."""
-    notes = [set(r["note"].split("; ")) - {""} for r in rows]
+    """The notes every row of an experiment carries (said once, above its table), of the rows that
+    ran where any did (the bowl's analytic Newton row has a note of its own)."""
+    notes = [set(r["note"].split("; ")) - {""} for r in ([r for r in rows if r["runs"]] or rows)]
     return set.intersection(*notes) if notes else set()
 
 

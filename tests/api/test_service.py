@@ -17,6 +17,7 @@ from api.schemas import TuneRequest
 from tests.api.conftest import Server, wait_for
 from tests.api.test_driver import _session_members
 from tuner.jobs import run_tune_job
+from tuner.reproduce import reproduce
 from tuner.rundir import RunDir, read_json
 from tuner.runtime import JobContext, Runtime
 
@@ -128,8 +129,18 @@ def test_tune_poll_fetch_results_artifacts_and_events(serve, tmp_path):
         assert [j["id"] for j in listed["jobs"]] == [job_id]
 
 
-def test_a_job_of_studies_reports_its_median_study_and_their_spread(serve):
-    server = serve()
+@pytest.fixture(scope="module")
+def worker_server(tmp_path_factory) -> Server:
+    """One server whose jobs run (in-process workers) for the tests that need nothing else of it."""
+    server = Server(tmp_path_factory.mktemp("workers") / "artifacts").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_job_of_studies_reports_its_median_study_and_their_spread(worker_server):
+    server = worker_server
     with server.client() as client:
         job_id = client.post("/tune", json={**SMALL_TUNE, "studies": 2}).json()["id"]
         job = wait_for(client, job_id)
@@ -152,6 +163,43 @@ def test_a_job_of_studies_reports_its_median_study_and_their_spread(serve):
             (1, 0),
             (1, 1),
         ]
+
+
+def test_a_reproduce_job_serves_the_report_and_its_plots(worker_server, tmp_path):
+    """The service's report equals ``lodotune reproduce``'s in-process one at the same settings."""
+    body = {"experiments": ["rosenbrock"], "scale": "paper", "seeds": 2}
+    with worker_server.client() as client:
+        job_id = client.post("/reproduce", json=body).json()["id"]
+        job = wait_for(client, job_id)
+        assert job["status"] == "succeeded", job["error"]
+        assert (job["kind"], job["task"]) == ("reproduce", "rosenbrock")
+        assert "report" in job["links"] and "results" not in job["links"]
+        report = client.get(job["links"]["report"]).json()
+        artifacts = client.get(job["links"]["artifacts"]).json()
+        assert {"report.md", "report.json", "rosenbrock.evaluation.curves.png"} <= set(artifacts)
+        assert client.get(artifacts["report.json"]).json() == report
+        assert "| lodo | 0.00104 ± 2.14e-05 |" in client.get(artifacts["report.md"]).text
+        plot = client.get(artifacts["rosenbrock.evaluation.curves.png"])
+        assert plot.headers["content-type"] == "image/png" and plot.content.startswith(b"\x89PNG")
+    expected = reproduce(tmp_path, experiments=["rosenbrock"], scale="paper", seeds=2)
+    assert [(r["optimizer"], r["ours"], r["verdict"]) for r in report["rows"]] == [
+        (r["optimizer"], r["ours"], r["verdict"]) for r in expected["rows"]
+    ]
+
+
+def test_bad_reproduce_requests_are_422_naming_the_field(serve_queue):
+    client = serve_queue
+    experiments = {e["name"] for e in client.get("/experiments").json()}
+    assert experiments == {"rosenbrock", "rosenbrock-ga", "bowl", "image-generation", "resnet"}
+    for body, words in [
+        ({"experiments": ["mnist"]}, "Invalid experiments: 'mnist' (allowed: rosenbrock | rosenbrock-ga"),
+        ({"studies": 0}, "studies"),
+        ({"scale": "full"}, "scale"),
+        ({"scale": "paper", "seeds": 256}, "LODOTUNE_MAX_TRIAL_STEPS"),
+    ]:
+        response = client.post("/reproduce", json=body)
+        assert response.status_code == 422, body
+        assert words in json.dumps(response.json()["detail"]), response.json()
 
 
 def test_kill_9_mid_job_then_restart_resumes_to_the_uninterrupted_result(serve, tmp_path):

@@ -149,6 +149,7 @@ def test_results_are_upserted_and_json_safe(store):
     assert store.result(job.id, "results") == {"n": 4}
     assert store.result(job.id, "hyperparameters") is None
     with pytest.raises(
-        ValueError, match=re.escape("Invalid result name: 'plots' (allowed: hyperparameters | results)")
+        ValueError,
+        match=re.escape("Invalid result name: 'plots' (allowed: hyperparameters | results | report)"),
     ):
         store.save_result(job.id, "plots", {})

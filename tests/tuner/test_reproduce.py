@@ -5,8 +5,10 @@ verdict rules on hand-made numbers, and bad input."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -136,7 +138,7 @@ def test_verdicts(paper, ours, std, deterministic, expected):
     [
         (
             {"experiments": ["mnist"]},
-            r"Invalid experiment: 'mnist' \(allowed: rosenbrock \| rosenbrock-ga \| bowl \|",
+            r"Invalid experiments: 'mnist' \(allowed: rosenbrock \| rosenbrock-ga \| bowl \|",
         ),
         ({"scale": "full"}, r"Invalid scale: 'full' \(allowed: quick \| paper\)"),
         ({"seeds": 0}, r"Invalid seeds: 0 \(allowed: an integer in 1..256\)"),
@@ -153,7 +155,7 @@ def test_bad_input_names_the_field_and_the_allowed_values(kwargs, message, tmp_p
 def test_the_command_refuses_an_unknown_experiment_listing_the_known_ones(tmp_path):
     result = CliRunner().invoke(app, ["reproduce", "--experiments", "mnist", "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "Invalid experiment: 'mnist'" in result.output and "image-generation" in result.output
+    assert "Invalid experiments: 'mnist'" in result.output and "image-generation" in result.output
 
 
 @pytest.mark.parametrize(
@@ -207,3 +209,29 @@ def test_rosenbrock_ga_rows_are_the_median_study_and_the_spread_of_its_studies(t
         }
     )
     assert "2 GA studies, each evaluated over 2 seeds" in text and "| adam | lr | 0.9704 |" in text
+
+
+def _update_script():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "update_reproduction.py"
+    spec = importlib.util.spec_from_file_location("update_reproduction", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readmes_reproduction_section_is_the_committed_reports_rendering():
+    """The README shows what `lodotune reproduce` wrote (docs/reproduce/), never a hand-edited number."""
+    script = _update_script()
+    root = Path(__file__).resolve().parents[2]
+    report = read_json(root / script.DOCS / "report.json")
+    assert script.readme_section(report) in (root / "README.md").read_text()
+    plots = [p for s in report["experiments"].values() for p in s.get("plots", {}).values()]
+    assert plots and all((root / script.DOCS / p).is_file() for p in plots)
+
+
+def test_the_section_is_spliced_between_its_markers_and_a_readme_without_them_is_refused():
+    script = _update_script()
+    readme = f"intro\n{script.BEGIN}\nold\n{script.END}\noutro\n"
+    assert script.splice(readme, "NEW") == "intro\nNEW\noutro\n"
+    with pytest.raises(ValueError, match=r"no .* block to replace"):
+        script.splice("intro\n", "NEW")
