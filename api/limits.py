@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import func, select
 
 from tuner.final import final_length
-from tuner.reproduce import ReproduceJob, trial_steps
+from tuner.reproduce import EXPERIMENTS, ReproduceJob, StudiesExperiment, studies_jobs
 from tuner.specs import EvaluateJob, TuneJob
 from tuner.strategies import get_strategy
 
@@ -161,7 +161,19 @@ def check_job(job: TuneJob | EvaluateJob | ReproduceJob, limits: Limits | None =
 
 
 def _check_reproduce(job: ReproduceJob, limits: Limits) -> None:
-    sizes = trial_steps(job)
+    """A reproduce job counted as the jobs it runs: each studies experiment's tune jobs (as any GA
+    job of studies is counted) and each evaluation experiment's seeds × optimizers × steps."""
+    sizes = {}
+    for name in job.experiments:  # the validated job lists them all
+        experiment = EXPERIMENTS[name]
+        if isinstance(experiment, StudiesExperiment):
+            tune_jobs = studies_jobs(experiment, scale=job.scale, seeds=job.seeds, studies=job.studies)
+            costs = [_ga_cost(tune_job, limits) for tune_job in tune_jobs.values()]
+            sizes[name] = sum(tuning[0] + evaluation[0] for tuning, evaluation in costs)
+        else:
+            seeds = job.seeds or experiment.seeds[job.scale]
+            running = experiment.running(job.scale)
+            sizes[name] = _evaluation(seeds, running, experiment.steps[job.scale])[0]
     total = sum(sizes.values())
     if total > limits.max_trial_steps:
         parts = " + ".join(f"{name} {steps}" for name, steps in sizes.items())

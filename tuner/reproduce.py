@@ -112,6 +112,10 @@ class Experiment:
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per scale
     skipped: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # scale → optimizer → why
 
+    def running(self, scale: str) -> list[str]:
+        """The optimizers that run at ``scale`` (those not skipped there)."""
+        return [name for name in self.optimizers if name not in self.skipped.get(scale, {})]
+
 
 _TABLE1_LOST = "Table 1's entries were lost in extraction (lodo.md §5.2), all but Newton's 7.41"
 _TABLE4_LOST = "Table 4 has no surviving numbers (lodo.md §5.2)"
@@ -272,6 +276,7 @@ class ReproduceJob(BaseModel):
 
     experiments: list[str] = Field(
         default_factory=list,
+        validate_default=True,  # empty: every experiment, named in the stored spec
         max_length=16,
         description="Experiments to run (GET /experiments); empty: all of them.",
         examples=[["rosenbrock", "bowl"]],
@@ -306,24 +311,28 @@ def describe_experiments() -> list[dict[str, Any]]:
     return records
 
 
-def trial_steps(job: ReproduceJob) -> dict[str, int]:
-    """Trial steps per experiment (one step of one run, as the service's limits count them): an
-    evaluation experiment's seeds × optimizers × steps; a studies experiment's GA generations
-    (population × (steps + 1) each) and the evaluation of every study's tuned set."""
-    sizes = {}
-    for name in check_experiments(job.experiments):
-        experiment = EXPERIMENTS[name]
-        seeds = job.seeds or experiment.seeds[job.scale]
-        if isinstance(experiment, StudiesExperiment):
-            plan = schedules.schedule_for(experiment.task, experiment.schedule)
-            tuning = sum(plan.population * (g.steps + 1) for g in plan.generations)
-            studies = job.studies or experiment.studies[job.scale]
-            per_optimizer = studies * (tuning + seeds * plan.final_steps)
-            sizes[name] = len(experiment.optimizers) * per_optimizer
-        else:
-            running = [n for n in experiment.optimizers if n not in experiment.skipped.get(job.scale, {})]
-            sizes[name] = seeds * len(running) * experiment.steps[job.scale]
-    return sizes
+def studies_jobs(
+    experiment: StudiesExperiment,
+    *,
+    scale: Scale,
+    seeds: int | None = None,
+    studies: int | None = None,
+    device: str = "cpu",
+    vectorize: str = "auto",
+) -> dict[str, TuneJob]:
+    """Optimizer → the tune job of K GA studies a studies experiment runs for it."""
+    return {
+        name: TuneJob(
+            task=experiment.task,
+            optimizer=name,
+            strategy_options={"schedule": experiment.schedule},
+            seeds=seeds or experiment.seeds[scale],
+            studies=studies or experiment.studies[scale],
+            device=device,
+            vectorize=vectorize,
+        )
+        for name in experiment.optimizers
+    }
 
 
 def verdict(paper: PaperValue, ours: float | None, std: float | None, *, deterministic: bool) -> Verdict:
@@ -551,7 +560,7 @@ def run_experiment(
         return section
     schedule = schedules.schedule_for(experiment.table6_task)
     skipped = experiment.skipped.get(scale, {})
-    running = [name for name in experiment.optimizers if name not in skipped]
+    running = experiment.running(scale)
     options = dict(experiment.task_options.get(scale, {}))
     section["task_options"] = options
     plan = EvaluationPlan(
@@ -675,14 +684,16 @@ def run_studies_experiment(
 ) -> dict[str, Any]:
     """Tune each optimizer in ``experiment.studies`` (or ``studies``) GA studies into
     ``out/<name>/<optimizer>-<K>-studies`` (a rerun resumes them) and return the report's section."""
+    jobs = studies_jobs(
+        experiment, scale=scale, seeds=seeds, studies=studies, device=device, vectorize=vectorize
+    )
     count = studies or experiment.studies[scale]
-    runs = seeds or experiment.seeds[scale]
     section: dict[str, Any] = {
         "title": experiment.title,
         "task": experiment.task,
         "status": "ran",
         "studies": count,
-        "seeds": runs,
+        "seeds": seeds or experiment.seeds[scale],
         "steps": schedules.schedule_for(experiment.task, experiment.schedule).final_steps,
         "notes": [
             f"GA with the {experiment.schedule} schedule (Table 5), job seed 0, {count} studies per "
@@ -691,16 +702,7 @@ def run_studies_experiment(
         "plots": {},
     }
     rows = []
-    for name in experiment.optimizers:
-        job = TuneJob(
-            task=experiment.task,
-            optimizer=name,
-            strategy_options={"schedule": experiment.schedule},
-            seeds=runs,
-            studies=count,
-            device=device,
-            vectorize=vectorize,
-        )
+    for name, job in jobs.items():
         root = out / experiment.name / f"{name}-{count}-studies"
         ctx = JobContext(RunDir(root), runtime, emit=emit, resume=(root / "config.json").exists())
         documents = run_tune_job(job, ctx)
