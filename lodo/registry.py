@@ -8,11 +8,13 @@ Evaluation modes tell a trial runner how many loss evaluations a step costs and 
 to pass: ``gradient`` (loss + backward, then ``step()``), ``gradient-pair`` (as ``gradient``,
 then ``step(closure)`` with a same-batch closure that calls backward: L-BFGS, O-LBFGS),
 ``loss`` (``step(closure)`` with a fresh-batch closure returning the loss with its graph; the
-optimizer differentiates it twice: Levenberg–Marquardt, Newton), ``same-batch-loss``
-(``step(closure)`` with a closure returning the loss with its graph, no backward, on one fresh
-minibatch per step that every call of the step re-evaluates; each call is one evaluation: series
-SFN) and ``same-batch-outputs`` (as ``same-batch-loss``, plus ``batch=`` the minibatch as model,
-inputs, targets and loss form when the task provides one, else None: AdamQLR).
+optimizer calls it once per step and differentiates it twice: Levenberg–Marquardt, Newton, series
+SFN with fixed damping), ``same-batch-loss`` (``step(closure)`` with a closure returning the loss
+with its graph, no backward, on one fresh minibatch per step that every call of the step
+re-evaluates; each call is one evaluation, and a step starts only when two fit the budget:
+series SFN with adaptive damping) and ``same-batch-outputs`` (as ``same-batch-loss``, plus
+``batch=`` the minibatch as model, inputs, targets and loss form when the task provides one, else
+None: AdamQLR).
 """
 
 from __future__ import annotations
@@ -300,6 +302,26 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
                 ),
             ),
             evaluation="same-batch-loss",
+            to_kwargs=_series_integers,
+        ),
+        OptimizerSpec(
+            "sfn-series-unadaptive",
+            "lodo.sfn_series:SeriesSFNUnadaptive",
+            "series saddle-free Newton with fixed damping (the paper's 'Ours (Damped Unadaptive)'): "
+            "α·(|H| + λI)⁻¹g from K terms of H²-products, Wynn ε acceleration, heavy-ball momentum "
+            "on the update; one loss evaluation per step",
+            (
+                Hyperparameter("lr", 1.0, "rate", "α, the step scale"),
+                Hyperparameter("momentum", 0.5, "decay", "μ, heavy-ball momentum on the update"),
+                Hyperparameter("damping", 1e-4, "other", "λ, the fixed damping"),
+                Hyperparameter("terms", 20, "other", "K, series terms (rounded; 2(K − 1) Hessian products)"),
+                Hyperparameter(
+                    "acceleration_order", 1, "other", "a, Shanks transforms (rounded, at most ⌊(K − 1)/2⌋)"
+                ),
+            ),
+            # fixed damping: the step calls its closure once, so the fresh-batch closure of `loss`
+            # (one evaluation a step; `same-batch-loss` would reserve room for a second)
+            evaluation="loss",
             to_kwargs=_series_integers,
         ),
     ]

@@ -21,7 +21,13 @@ from lodo.adamqlr import (
 )
 from lodo.baselines._common import flat_group, require_closure
 
-__all__ = ["SeriesSFN", "series_coefficients", "series_sfn_direction", "wynn_epsilon"]
+__all__ = [
+    "SeriesSFN",
+    "SeriesSFNUnadaptive",
+    "series_coefficients",
+    "series_sfn_direction",
+    "wynn_epsilon",
+]
 
 
 def series_coefficients(terms: int, delta: float) -> list[float]:
@@ -133,7 +139,7 @@ class SeriesSFN(torch.optim.Optimizer):
 
     The defaults are the paper's adaptive variant ("Ours (Adaptive)": K = 20, a = 1, λ₀ = 1,
     f = 0.9). The unadaptive variant is ``damping_factor=1`` with a tuned ``lr``, ``momentum``
-    and ``damping`` (its defaults there were 1.0, 0.5, 1e-4).
+    and ``damping``: :class:`SeriesSFNUnadaptive`, with that variant's defaults (1.0, 0.5, 1e-4).
 
     Args:
         params: tensors or one parameter-group dict (one group, one device, one floating dtype:
@@ -224,12 +230,12 @@ class SeriesSFN(torch.optim.Optimizer):
             initial_scale=check_positive("initial_scale", initial_scale),
             sablonniere=bool(sablonniere),
         )
-        super().__init__(param_list(params, "SeriesSFN"), defaults)
-        flat_group(self, "SeriesSFN")
+        super().__init__(param_list(params, type(self).__name__), defaults)
+        flat_group(self, type(self).__name__)
 
     def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
         """One step on the closure's minibatch; returns L₀ (the loss before the step)."""
-        closure = require_closure(closure, "SeriesSFN", CLOSURE_CONTRACT)
+        closure = require_closure(closure, type(self).__name__, CLOSURE_CONTRACT)
         group = self.param_groups[0]
         params = group["params"]
         state = self.state[params[0]]
@@ -270,7 +276,7 @@ class SeriesSFN(torch.optim.Optimizer):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
         """L₀, the flat g and Δ (with the fallback flag); sets ``.grad`` and updates V."""
         params = group["params"]
-        loss, grads = loss_and_gradient(closure, params, "SeriesSFN", create_graph=group["terms"] > 1)
+        loss, grads = loss_and_gradient(closure, params, type(self).__name__, create_graph=group["terms"] > 1)
         sizes = [p.numel() for p in params]
 
         def square_product(vector: torch.Tensor) -> torch.Tensor:
@@ -293,3 +299,55 @@ class SeriesSFN(torch.optim.Optimizer):
                 sablonniere=group["sablonniere"],
             )
         return loss.detach(), grad, direction, fell_back
+
+
+class SeriesSFNUnadaptive(SeriesSFN):
+    r"""The paper's unadaptive series SFN ("Ours (Damped Unadaptive)", ``OursDampedUnadaptive``):
+    :class:`SeriesSFN` with ``damping_factor=1`` and that variant's defaults.
+
+    Each step: one loss evaluation, 2(K − 1) Hessian-vector products, and no second evaluation::
+
+        Δ = series_sfn_direction(g, v ↦ H(Hv); V, λ, K, a)      ≈ (|H| + λI)⁻¹g, λ fixed
+        u = lr·Δ + momentum·u_prev;  x ← x − u                    heavy-ball on the update
+
+    Identical, step for step, to ``SeriesSFN(params, ..., damping_factor=1)``; only the defaults
+    differ: α = 1.0, μ = 0.5, λ = 1e-4, K = 20, a = 1 (``reference/clarke.md`` §4.4; the
+    authors tune all five). λ never changes, so :class:`SeriesSFN`'s ``min_damping`` (a floor
+    for the adapted λ) is not taken.
+
+    Args:
+        params: as :class:`SeriesSFN`.
+        lr: α, finite and >= 0 (default 1.0).
+        momentum: μ in [0, 1) (default 0.5).
+        damping: λ, the fixed damping, finite and > 0 (default 1e-4).
+        terms: K, integer >= 1 (default 20).
+        acceleration_order: a, integer in [0, ⌊(K − 1)/2⌋] (default 1).
+        initial_scale: V₀, finite and > 0 (default 100).
+        sablonniere: as :class:`SeriesSFN` (default False).
+
+    Closure, state and differences from the reference: as :class:`SeriesSFN` (the closure is
+    called once per step; ``state["damping"]`` stays λ).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        momentum: float = 0.5,
+        damping: float = 1e-4,
+        terms: int = 20,
+        acceleration_order: int = 1,
+        initial_scale: float = 100.0,
+        sablonniere: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            momentum=momentum,
+            damping=damping,
+            terms=terms,
+            acceleration_order=acceleration_order,
+            damping_factor=1.0,
+            initial_scale=initial_scale,
+            sablonniere=sablonniere,
+        )

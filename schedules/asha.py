@@ -1,10 +1,13 @@
-"""ASHA search spaces per optimizer (clarke.md §2.2), loaded from ``data/asha_spaces.json``.
+"""ASHA search spaces per optimizer (clarke.md §2.2; series SFN §4.6), loaded from
+``data/asha_spaces.json``.
 
 Each space gives, for some of an optimizer's hyperparameters, the distribution random search
-draws it from: ``loguniform`` on [low, high], or ``one_minus_loguniform`` (the value is 1 − x with
-x log-uniform on [low, high]: how the authors sample momentum-like quantities). Hyperparameters
-a space leaves out keep the registry's defaults. Tasks with a ``batch_size`` option also draw the
-batch size from :func:`batch_sizes`, as the paper does for every batch-based task.
+draws it from: ``loguniform`` on [low, high], ``one_minus_loguniform`` (the value is 1 − x with
+x log-uniform on [low, high]: how the authors sample momentum-like quantities), or ``int_uniform``
+(an integer drawn uniformly from low, low + 1, …, high, both inclusive: series SFN's K and a;
+Ray Tune's ``randint(low, high + 1)``). Hyperparameters a space leaves out keep the registry's
+defaults. Tasks with a ``batch_size`` option also draw the batch size from :func:`batch_sizes`,
+as the paper does for every batch-based task.
 
 The file may name optimizers that are not registered (yet): :func:`asha_optimizers` lists only the
 registered ones, and :func:`asha_space` checks a space against the registry when it is asked for.
@@ -13,6 +16,7 @@ registered ones, and :func:`asha_space` checks a space against the registry when
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -23,25 +27,66 @@ import lodo
 
 from ._errors import invalid, validated
 
-_Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_LOG = ("loguniform", "one_minus_loguniform")
 
 
 class Distribution(BaseModel):
-    """Where one hyperparameter is drawn from."""
+    """Where one hyperparameter is drawn from.
+
+    ``loguniform`` / ``one_minus_loguniform``: ``low`` < ``high``, both finite numbers > 0 (floats).
+    ``int_uniform``: ``low`` <= ``high``, both integers >= 0 (JSON integers, not 3.0), both
+    inclusive.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    distribution: Literal["loguniform", "one_minus_loguniform"]
-    low: _Positive
-    high: _Positive
+    distribution: Literal["loguniform", "one_minus_loguniform", "int_uniform"]
+    # int_uniform keeps its integers; a log range's bounds become floats (see the validators)
+    low: int | float
+    high: int | float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounds_as_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        kind = data.get("distribution")
+        for name in ("low", "high"):
+            if name not in data:
+                continue
+            value = data[name]
+            if kind == "int_uniform":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise invalid(f"{name} of int_uniform", repr(value), "an integer >= 0")
+            elif kind in _LOG:
+                if isinstance(value, bool):  # pydantic would read True as 1.0
+                    raise invalid(f"{name} of {kind}", repr(value), "a finite number > 0")
+                if isinstance(value, int):
+                    data[name] = float(value)
+        return data
 
     @model_validator(mode="after")
     def _ordered(self) -> Distribution:
+        if self.distribution == "int_uniform":
+            if not self.low <= self.high:
+                raise invalid("range", f"[{self.low}, {self.high}]", "low <= high for int_uniform")
+            return self
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise invalid(f"{name} of {self.distribution}", repr(value), "a finite number > 0")
         if not self.low < self.high:
             raise invalid("range", f"[{self.low}, {self.high}]", "low < high")
         return self
 
     def contains(self, value: float) -> bool:
+        """Whether a draw could be ``value`` (for ``int_uniform``: an integer-valued number in
+        [low, high], 3.0 included, as a trial's hyperparameters are floats)."""
+        if self.distribution == "int_uniform":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return False
+            return math.isfinite(value) and float(value).is_integer() and self.low <= value <= self.high
         x = 1 - value if self.distribution == "one_minus_loguniform" else value
         return self.low <= x <= self.high
 

@@ -35,6 +35,7 @@ NAMES = [
     "newton",
     "adamqlr",
     "sfn-series",
+    "sfn-series-unadaptive",
 ]
 
 ALL = list(lodo.OPTIMIZERS)
@@ -128,6 +129,7 @@ def test_describe_is_plain_data():
     assert records["lbfgs"]["evaluation"] == "gradient-pair"
     assert records["adamqlr"]["evaluation"] == "same-batch-outputs"
     assert records["sfn-series"]["evaluation"] == "same-batch-loss"
+    assert records["sfn-series-unadaptive"]["evaluation"] == "loss"  # fixed damping: one evaluation
 
 
 def test_describe_lists_seeded_learning_rate_and_options():
@@ -143,6 +145,7 @@ def test_describe_lists_seeded_learning_rate_and_options():
     assert (adam["seeded"], adam["learning_rate"], adam["options"]) == (False, "lr", {})
     for name in ("levenberg-marquardt", "newton", "adamqlr", "sfn-series"):  # λ / damping is no rate
         assert records[name]["learning_rate"] is None, name
+    assert records["sfn-series-unadaptive"]["learning_rate"] == "lr"  # α; its fixed λ is no rate
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -202,12 +205,13 @@ def test_records_without_options_refuse_any(name):
     assert lodo.get(name).check_options({}) == {}
 
 
-def test_series_integers_from_a_tuner():
+@pytest.mark.parametrize("name", ["sfn-series", "sfn-series-unadaptive"])
+def test_series_integers_from_a_tuner(name):
     # A tuner proposes floats: K rounds to an integer >= 1, a to [0, ⌊(K − 1)/2⌋].
     x = torch.nn.Parameter(torch.zeros(2))
-    group = lodo.build("sfn-series", [x], {"terms": 4.6, "acceleration_order": 3.4}).param_groups[0]
+    group = lodo.build(name, [x], {"terms": 4.6, "acceleration_order": 3.4}).param_groups[0]
     assert (group["terms"], group["acceleration_order"]) == (5, 2)
-    group = lodo.build("sfn-series", [x], {"terms": 0.2, "acceleration_order": 0.7}).param_groups[0]
+    group = lodo.build(name, [x], {"terms": 0.2, "acceleration_order": 0.7}).param_groups[0]
     assert (group["terms"], group["acceleration_order"]) == (1, 0)
 
 

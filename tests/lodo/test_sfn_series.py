@@ -1,5 +1,6 @@
 """Series saddle-free Newton against computations written here: the eigendecomposition value of
-(|H| + λI)⁻¹g, the reference's coefficient recursion, closed-form Shanks transforms, and trials."""
+(|H| + λI)⁻¹g, the reference's coefficient recursion, closed-form Shanks transforms, and trials;
+the registered unadaptive variant against SeriesSFN with fixed damping and dense steps."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ import math
 import pytest
 import torch
 
-from lodo.sfn_series import SeriesSFN, series_coefficients, series_sfn_direction, wynn_epsilon
-from tuner.trial import TrialSpec, run_trial
+import lodo
+import tasks
+from lodo.sfn_series import (
+    SeriesSFN,
+    SeriesSFNUnadaptive,
+    series_coefficients,
+    series_sfn_direction,
+    wynn_epsilon,
+)
+from tuner.trial import TrialSpec, run_trial, train
 
 # A small indefinite H = Q diag(h) Qᵀ and a gradient, in float64.
 EIGENVALUES = torch.tensor([-3.0, -1.2, -0.6, 0.7, 1.5, 2.5], dtype=torch.float64)
@@ -214,3 +223,144 @@ def test_state_dict_round_trip_continues_identically(dtype):
         opt.step(closure)
         twin.step(twin_closure)
     torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registered unadaptive variant (sfn-series-unadaptive: the paper's "Ours (Damped Unadaptive)")
+
+
+# A non-convex f(x) = ½xᵀAx + bᵀx + Σxᵢ⁴/24 on R⁵: A indefinite, so H(x) = A + diag(x²)/2 is
+# indefinite along the steps taken here, and it changes from step to step.
+_Q5, _ = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+A5 = _Q5 @ torch.diag(torch.tensor([-2.0, -1.0, 0.8, 1.5, 2.5], dtype=torch.float64)) @ _Q5.T
+B5 = torch.randn(5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+
+def nonconvex(x):
+    return 0.5 * x @ A5 @ x + B5 @ x + x.pow(4).sum() / 24
+
+
+def dense_hessian(x):
+    return torch.autograd.functional.hessian(nonconvex, x.detach())
+
+
+def dense_gradient(x):
+    return torch.func.grad(nonconvex)(x.detach())
+
+
+def dense_saddle_free_newton_step(x, damping):
+    """x − (|H| + λI)⁻¹∇f(x), |H| from the eigendecomposition of the dense Hessian at x."""
+    eigenvalues, vectors = torch.linalg.eigh(dense_hessian(x))
+    assert eigenvalues.min() < -0.5 and eigenvalues.abs().min() > 0.5  # indefinite, no tiny |h|
+    return x - vectors @ ((vectors.T @ dense_gradient(x)) / (eigenvalues.abs() + damping))
+
+
+def trajectory(optimizer_for, steps=3):
+    """The iterates of ``steps`` steps from x₀ = 0 on :func:`nonconvex`, the optimizer's state and
+    the number of closure calls."""
+    x = torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))
+    opt = optimizer_for([x])
+    calls = []
+
+    def closure():
+        calls.append(None)
+        return nonconvex(x)
+
+    iterates = []
+    for _ in range(steps):
+        opt.step(closure)
+        iterates.append(x.detach().clone())
+    return iterates, opt.state[x], len(calls)
+
+
+def test_registered_unadaptive_takes_the_fixed_damping_series_and_the_dense_steps():
+    # α = 1, μ = 0, a = 0 and many terms: each step is x − (|H(x)| + λI)⁻¹∇f(x) for the fixed λ.
+    # V₀ = 20 >= λ_max(H²)/2 along the path, and (1 − h²/V)^K is ~e^-25 for the smallest |h|.
+    damping, terms = 0.1, 800
+    values = {"lr": 1.0, "momentum": 0.0, "damping": damping, "terms": terms, "acceleration_order": 0}
+    registered, state, calls = trajectory(
+        lambda ps: lodo.build("sfn-series-unadaptive", ps, values, initial_scale=20.0)
+    )
+    direct, direct_state, _ = trajectory(
+        lambda ps: SeriesSFN(
+            ps,
+            lr=1.0,
+            damping=damping,
+            terms=terms,
+            acceleration_order=0,
+            damping_factor=1,
+            initial_scale=20.0,
+        )
+    )
+    for mine, theirs in zip(registered, direct, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    dense = [torch.zeros(5, dtype=torch.float64)]
+    for _ in range(3):
+        dense.append(dense_saddle_free_newton_step(dense[-1], damping))
+    for mine, expected in zip(registered, dense[1:], strict=True):
+        torch.testing.assert_close(mine, expected, rtol=1e-10, atol=1e-12)
+    assert calls == 3  # one loss evaluation per step: no second evaluation for ρ
+    assert state["damping"] == direct_state["damping"] == damping  # λ never changes
+    assert state["scale"] == 20.0 and state["step"] == 3
+
+
+def test_registered_unadaptive_defaults_and_class():
+    spec = lodo.get("sfn-series-unadaptive")
+    assert spec.defaults == {
+        "lr": 1.0,
+        "momentum": 0.5,
+        "damping": 1e-4,
+        "terms": 20,
+        "acceleration_order": 1,
+    }
+    assert (spec.evaluation, spec.learning_rate) == ("loss", "lr")
+    opt = spec.build([torch.nn.Parameter(torch.zeros(2))])
+    assert type(opt) is SeriesSFNUnadaptive and isinstance(opt, SeriesSFN)
+    assert opt.param_groups[0]["damping_factor"] == 1.0
+
+
+def test_registered_unadaptive_momentum_is_heavy_ball_on_the_update():
+    # u_t = lr·Δ_t + μ·u_{t−1}, x_{t+1} = x_t − u_t, Δ_t the series direction at x_t (V carried);
+    # μ is the registry default 0.5.
+    lr, damping, terms, order = 0.7, 0.1, 5, 1
+    values = {"lr": lr, "damping": damping, "terms": terms, "acceleration_order": order}
+    with_momentum, _, calls = trajectory(lambda ps: lodo.build("sfn-series-unadaptive", ps, values))
+    without, _, _ = trajectory(
+        lambda ps: lodo.build("sfn-series-unadaptive", ps, {**values, "momentum": 0.0})
+    )
+    x, update, scale = torch.zeros(5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64), 100.0
+    for mine in with_momentum:
+        hessian = dense_hessian(x)
+        direction, scale, _ = series_sfn_direction(
+            dense_gradient(x),
+            lambda v, h=hessian: h @ (h @ v),
+            scale=scale,
+            damping=damping,
+            terms=terms,
+            acceleration_order=order,
+        )
+        update = lr * direction + 0.5 * update
+        x = x - update
+        torch.testing.assert_close(mine, x, rtol=1e-12, atol=1e-14)
+    assert calls == 3
+    torch.testing.assert_close(with_momentum[0], without[0], rtol=0, atol=0)  # no u₀ yet
+    assert float((with_momentum[1] - without[1]).norm()) > 1e-3  # then μ·u_{t−1} moves the step
+
+
+def test_registered_unadaptive_step_costs_one_evaluation_in_a_trial():
+    # the registry's evaluation mode, as the trial runner uses it: a budget of 5 evaluations is 5
+    # steps (the adaptive variant's same-batch pairs fit 2, and its 5th evaluation is no step)
+    for name, steps in (("sfn-series-unadaptive", 5), ("sfn-series", 2)):
+        task = tasks.build("rosenbrock", seed=0)
+        opt = lodo.build(name, task.parameters(), {"terms": 3})
+        losses: list[float] = []
+        assert sum(1 for _ in train(task, opt, lodo.get(name).evaluation, 5, losses)) == steps, name
+        assert len(losses) == 5
+        assert opt.state[opt.param_groups[0]["params"][0]]["step"] == steps
+
+
+def test_unadaptive_class_validates_as_series_sfn():
+    with pytest.raises(ValueError, match=r"Invalid momentum: 1\.0 \(allowed: a number in \[0, 1\)\)"):
+        SeriesSFNUnadaptive([torch.nn.Parameter(torch.zeros(2))], momentum=1.0)
+    with pytest.raises(ValueError, match=r"Invalid closure: None \(allowed: SeriesSFNUnadaptive\.step needs"):
+        SeriesSFNUnadaptive([torch.nn.Parameter(torch.zeros(2))]).step()

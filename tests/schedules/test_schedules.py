@@ -1,6 +1,7 @@
 """schedules/: transforms against hand values, search spaces against lodo.md §3.1, shipped
 schedules against the §3.3 / §3.6 tables typed in here by hand, halving (§3.5) and Table 6
-(§5.1) against the data file read here with json, and bad files."""
+(§5.1) against the data file read here with json, and bad files; ASHA's integer distribution and
+the series-SFN ASHA spaces against clarke.md §4.3 / §4.6."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ import lodo
 import tasks
 from schedules import (
     TRANSFORMS,
+    Distribution,
     Generation,
     PaperEntry,
     Schedule,
     SearchSpace,
     apply_halving,
+    asha_optimizers,
+    asha_space,
     decode,
     describe_schedules,
     encode,
@@ -32,6 +36,7 @@ from schedules import (
     schedule_for,
     space_for,
 )
+from schedules import asha as asha_module
 from schedules import paper as paper_module
 
 # lodo.md §3.3, typed from the table.
@@ -205,7 +210,10 @@ def test_space_refuses_missing_or_unknown_names_and_bad_values():
 
 
 def test_space_for_refuses_unknown_names():
-    with pytest.raises(ValueError, match=r"Unknown optimizer 'adamw' \(allowed: lodo \|.*\| sfn-series\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown optimizer 'adamw' \(allowed: lodo \|.*\| sfn-series \| sfn-series-unadaptive\)",
+    ):
         space_for("adamw")
     with pytest.raises(ValueError, match=r"Invalid normalization: 'role' \(allowed: code \| paper\)"):
         space_for("adam", normalization="role")
@@ -616,3 +624,160 @@ def test_load_schedule_names_a_missing_key_and_bad_json(tmp_path):
     bad.write_text("{population: 4")
     with pytest.raises(ValueError, match=r"Invalid schedule file '.*bad\.json': not JSON"):
         load_schedule(bad)
+
+
+# ---------------------------------------------------------------- ASHA: int_uniform, series SFN
+
+
+def asha_space_with(monkeypatch, params, optimizer="sfn-series"):
+    """``asha_space(optimizer)`` as if the shipped file gave it ``params``."""
+    shipped = asha_module._shipped()
+    spaces = {**shipped.spaces, optimizer: {"paper": "x", "params": params}}
+    monkeypatch.setattr(asha_module, "_shipped", lambda: shipped.model_copy(update={"spaces": spaces}))
+    return asha_space(optimizer)
+
+
+def test_int_uniform_is_a_closed_integer_range():
+    terms = Distribution(distribution="int_uniform", low=1, high=20)
+    assert (terms.low, terms.high) == (1, 20) and isinstance(terms.low, int) and isinstance(terms.high, int)
+    assert terms.model_dump(mode="json") == {"distribution": "int_uniform", "low": 1, "high": 20}
+    assert [terms.contains(v) for v in (1, 20, 7, 7.0)] == [True] * 4  # both ends; a trial's floats
+    assert not any(terms.contains(v) for v in (0, 21, 7.5, -1, math.inf, math.nan, True))
+    single = Distribution(distribution="int_uniform", low=0, high=0)  # low == high: one value
+    assert single.contains(0) and not single.contains(1)
+
+
+def test_log_distributions_are_unchanged_by_int_uniform():
+    lr = Distribution(distribution="loguniform", low=1e-3, high=5)  # an integer bound reads as a float
+    assert isinstance(lr.high, float) and lr.model_dump(mode="json")["high"] == 5.0
+    assert lr.contains(5) and lr.contains(1e-3) and not lr.contains(5.1)
+    flipped = Distribution(distribution="one_minus_loguniform", low=1e-4, high=0.3)
+    assert flipped.contains(0.9) and not flipped.contains(0.5)
+
+
+INTEGER = r" \(allowed: an integer >= 0\)"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"distribution": "int_uniform", "low": 1.0, "high": 20},
+            r"params\.terms: Invalid low of int_uniform: 1\.0" + INTEGER,
+        ),
+        (
+            {"distribution": "int_uniform", "low": 1, "high": 20.5},
+            r"params\.terms: Invalid high of int_uniform: 20\.5" + INTEGER,
+        ),
+        (
+            {"distribution": "int_uniform", "low": -1, "high": 2},
+            r"params\.terms: Invalid low of int_uniform: -1" + INTEGER,
+        ),
+        (
+            {"distribution": "int_uniform", "low": True, "high": 2},
+            r"params\.terms: Invalid low of int_uniform: True" + INTEGER,
+        ),
+        (
+            {"distribution": "int_uniform", "low": "1", "high": 2},
+            r"params\.terms: Invalid low of int_uniform: '1'" + INTEGER,
+        ),
+        (
+            {"distribution": "int_uniform", "low": 5, "high": 2},
+            r"params\.terms: Invalid range: \[5, 2\] \(allowed: low <= high for int_uniform\)",
+        ),
+        ({"distribution": "int_uniform", "low": 1}, r"params\.terms\.high: required key is missing"),
+        (
+            {"distribution": "uniform", "low": 1, "high": 2},
+            r"params\.terms\.distribution: Input should be 'loguniform', 'one_minus_loguniform' or "
+            r"'int_uniform' \(got 'uniform'\)",
+        ),
+        (
+            {"distribution": "loguniform", "low": 0, "high": 1},
+            r"params\.terms: Invalid low of loguniform: 0\.0 \(allowed: a finite number > 0\)",
+        ),
+        (
+            {"distribution": "loguniform", "low": 1, "high": math.inf},
+            r"params\.terms: Invalid high of loguniform: inf",
+        ),
+        (
+            {"distribution": "loguniform", "low": 2.0, "high": 1.0},
+            r"params\.terms: Invalid range: \[2\.0, 1\.0\] \(allowed: low < high\)",
+        ),
+    ],
+)
+def test_bad_distributions_name_the_field_and_the_allowed_values(monkeypatch, params, message):
+    with pytest.raises(ValueError, match=rf"^Invalid ASHA space of sfn-series: {message}"):
+        asha_space_with(monkeypatch, {"terms": params})
+
+
+def test_int_uniform_space_names_are_checked_against_the_registry(monkeypatch):
+    with pytest.raises(
+        ValueError, match=r"Invalid hyperparameter of sfn-series in its ASHA space: 'momentum'"
+    ):
+        asha_space_with(monkeypatch, {"momentum": {"distribution": "int_uniform", "low": 0, "high": 1}})
+
+
+K_AND_A = {
+    "terms": {"distribution": "int_uniform", "low": 1, "high": 20},
+    "acceleration_order": {"distribution": "int_uniform", "low": 0, "high": 9},
+}
+
+
+def test_series_sfn_spaces_are_the_papers():
+    # clarke.md §4.6: λ : log-U[1e-8, 1] for both; the unadaptive one also α : log-U[1e-3, 5] and
+    # μ : log-U[1e-3, 0.95]; §4.3: K uniform on 1..20, a on 0..⌊(K − 1)/2⌋ (here 0..9, clipped)
+    adaptive = asha_space("sfn-series").describe()["params"]
+    assert adaptive == {"damping": {"distribution": "loguniform", "low": 1e-8, "high": 1.0}, **K_AND_A}
+    unadaptive = asha_space("sfn-series-unadaptive").describe()["params"]
+    assert unadaptive == {
+        "lr": {"distribution": "loguniform", "low": 1e-3, "high": 5.0},
+        "momentum": {"distribution": "loguniform", "low": 1e-3, "high": 0.95},
+        "damping": {"distribution": "loguniform", "low": 1e-8, "high": 1.0},
+        **K_AND_A,
+    }
+    assert {"sfn-series", "sfn-series-unadaptive"} <= set(asha_optimizers())
+    for name in asha_optimizers():
+        assert set(asha_space(name).params) <= set(lodo.get(name).names), name
+    notes = asha_module._shipped().notes
+    assert {"sfn-series", "sfn-series.acceleration_order", "sfn-series-unadaptive"} <= set(notes)
+
+
+# clarke.md §4.6: the tuned winners, (K, a, λ₀) and (α, μ, K, a, λ)
+ADAPTIVE_WINNERS = [(9, 4, 1.46e-6), (16, 6, 5.19e-4), (14, 2, 0.0933), (5, 2, 4.1e-7), (5, 2, 1.04e-4)]
+ADAPTIVE_WINNERS += [(19, 6, 0.239), (13, 6, 0.478)]
+UNADAPTIVE_WINNERS = [
+    (1.787, 0.717, 18, 8, 0.0244),
+    (1.957, 0.592, 12, 0, 2.38e-4),
+    (0.305, 0.428, 13, 5, 0.0577),
+    (0.108, 0.327, 1, 0, 1.9e-4),
+    (0.562, 0.115, 2, 0, 2.4e-3),
+]
+
+
+def test_the_papers_tuned_values_lie_in_the_spaces_and_run_unclipped():
+    names = ("terms", "acceleration_order", "damping")
+    rows = [("sfn-series", dict(zip(names, w, strict=True))) for w in ADAPTIVE_WINNERS]
+    names = ("lr", "momentum", "terms", "acceleration_order", "damping")
+    rows += [("sfn-series-unadaptive", dict(zip(names, w, strict=True))) for w in UNADAPTIVE_WINNERS]
+    for name, values in rows:
+        space = asha_space(name)
+        assert all(space.params[k].contains(v) for k, v in values.items()), (name, values)
+        kwargs = lodo.get(name).to_kwargs(lodo.get(name).check_values(values))
+        assert (kwargs["terms"], kwargs["acceleration_order"]) == (
+            values["terms"],
+            values["acceleration_order"],
+        )
+
+
+@pytest.mark.parametrize("name", ["sfn-series", "sfn-series-unadaptive"])
+def test_independent_k_and_a_draws_reach_exactly_the_papers_pairs(name):
+    # every (K, a) the independent draws can give, after the registry's clip, is one the paper's
+    # sampler draws (a within [0, ⌊(K − 1)/2⌋] for its K), and every such pair is reachable
+    space, spec = asha_space(name), lodo.get(name)
+    terms, order = space.params["terms"], space.params["acceleration_order"]
+    reached = set()
+    for k in range(terms.low, terms.high + 1):
+        for a in range(order.low, order.high + 1):
+            kwargs = spec.to_kwargs(spec.check_values({"terms": k, "acceleration_order": a}))
+            reached.add((kwargs["terms"], kwargs["acceleration_order"]))
+    assert reached == {(k, a) for k in range(1, 21) for a in range((k - 1) // 2 + 1)}
