@@ -176,6 +176,31 @@ class SupervisedTask:
         inputs, targets = self.validation_set
         return self._loss(self.model(inputs), targets)
 
+    @property
+    def batch_size(self) -> int:
+        """Examples per training minibatch."""
+        return self._batches.batch_size
+
+    def validation_minibatch(self, generator: torch.Generator) -> torch.Tensor | None:
+        """Indices (CPU, int64) of a validation minibatch of the training batch size, drawn from
+        ``generator`` (CPU) without replacement; None when the batch size is at least the
+        validation set's size (a full-batch task, e.g. UCI): the minibatch is the whole set. The
+        task's own streams (initialisation, training batches) are not touched."""
+        size = len(self.validation_set[0])
+        if self.batch_size >= size:
+            return None
+        return torch.randperm(size, generator=generator)[: self.batch_size]
+
+    def validation_minibatch_loss(self, generator: torch.Generator) -> torch.Tensor:
+        """Loss on :meth:`validation_minibatch` (graph attached): the one-pass paper's objective.
+        On a full-batch task it is exactly :meth:`validation_loss`."""
+        indices = self.validation_minibatch(generator)
+        if indices is None:
+            return self.validation_loss()
+        inputs, targets = self.validation_set
+        indices = indices.to(self.device)
+        return self._loss(self.model(inputs[indices]), targets[indices])
+
     @torch.no_grad()
     def metrics(self, *, preconditioner: Preconditioner | None = None) -> dict[str, float]:
         result = {}

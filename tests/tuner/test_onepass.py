@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
+import pydantic
 import pytest
 import torch
 
 import lodo
+import tasks as task_registry
+from tasks._rng import torch_generator
 from tuner import events as ev
-from tuner.rundir import RunDir
+from tuner import final, ga
+from tuner.rundir import RunDir, read_json
 from tuner.runtime import JobContext
+from tuner.specs import TuneJob
+from tuner.strategies import onepass
 from tuner.strategies.onepass import (
+    EPISODES_FILE,
+    PAPER_STEPS_SOURCE,
+    STRATEGY,
     OnePassConfig,
+    OnePassOptions,
     RawHyperparameters,
+    bootstrap_mean,
+    evaluate_onepass,
     implicit_hypergradient,
+    resolve_steps,
     run_episode,
     sgd_update,
+    summarize_method,
     tune_onepass,
 )
+from tuner.summary import bootstrap_median
 
 COMMON_KEYS = {"strategy", "task", "optimizer", "hyperparameters", "transforms", "settings", "job_seed"}
 COMMON_KEYS |= {"task_options", "versions"}
@@ -176,6 +193,10 @@ def test_tune_onepass_writes_the_common_document_and_improves_validation(tmp_pat
     assert trajectory[-1]["validation_loss"] < trajectory[0]["validation_loss"]
     assert {"test_loss", "test_accuracy", "validation_loss"} <= set(document["metrics"])
     assert (tmp_path / "hyperparameters.json").exists() and (tmp_path / "config.json").exists()
+    # the evaluation's settings are in the document too
+    assert document["validation"] == document["settings"]["validation"] == "minibatch"
+    assert document["settings"]["initialisations"] == 100
+    assert document["steps_source"] == document["settings"]["steps_source"] == "given"
 
 
 def test_per_parameter_learning_rates_spread_out():
@@ -229,6 +250,9 @@ def test_random_starting_values_follow_the_paper_ranges_and_the_seed():
         ({"initial": 0.1}, "Invalid initial: 0.1 (allowed: an object with any of lr"),
         ({"initial": {"lr": True}}, "Invalid initial lr: True"),
         ({"task_options": {"batch": 5}}, "batch"),
+        ({"initialisations": 0}, "Invalid initialisations: 0 (allowed: an integer >= 1)"),
+        ({"initialisations": 2.5}, "Invalid initialisations: 2.5"),
+        ({"validation": "half"}, "Invalid validation: 'half' (allowed: minibatch | full)"),
     ],
 )
 def test_bad_settings_are_clear_errors(options, message):
@@ -267,3 +291,309 @@ def test_the_inner_update_is_the_registered_sgd():
         registered.step()
     for p, w in zip(params, weights, strict=True):
         torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-14)
+
+
+# --- the evaluation: the paper's protocol over random initialisations (clarke.md §5.3, §5.4, §5.7) ---
+
+EVAL = {"steps": 20, "initialisations": 3, "seed": 5}
+
+
+def eval_config(**fields) -> OnePassConfig:
+    return OnePassConfig("digits-mlp", **{**EVAL, **fields})
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory):
+    """One small evaluation (K = 3 initialisations × 2 methods × 20 steps), shared by the tests."""
+    out = tmp_path_factory.mktemp("onepass-evaluation")
+    events: list = []
+    document = evaluate_onepass(eval_config(), out_dir=out, emit=events.append)
+    return out, document, events
+
+
+def torch_sgd(values: dict[str, float], seed: int, steps: int):
+    """An independent Random run: torch.optim.SGD on the task, returns (losses, trained task)."""
+    task = task_registry.build("digits-mlp", seed=seed)
+    sgd = torch.optim.SGD(
+        task.model.parameters(),
+        lr=values["lr"],
+        momentum=values["momentum"],
+        weight_decay=values["weight_decay"],
+    )
+    losses = []
+    for _ in range(steps):
+        sgd.zero_grad()
+        loss = task.train_loss()
+        loss.backward()
+        sgd.step()
+        losses.append(float(loss.detach()))
+    return losses, task
+
+
+def test_the_evaluation_spans_k_initialisations_and_runs_random_from_the_same_ones(evaluation):
+    out, document, events = evaluation
+    config = eval_config()
+    runs = document["per_run"]
+    assert [(r["method"], r["initialisation"]) for r in runs] == [
+        (m, i) for i in range(3) for m in ("onepass", "random")
+    ]
+    seeds = [ga.evaluation_seed(5, r) for r in range(3)]
+    assert document["seeds"] == seeds and len(set(seeds)) == 3
+    by = {(r["method"], r["initialisation"]): r for r in runs}
+    starts = [by["onepass", i]["initial"] for i in range(3)]
+    assert starts == document["initial"] == [config.starting_values(i) for i in range(3)]
+    for name in ("lr", "weight_decay", "momentum"):
+        assert len({s[name] for s in starts}) == 3  # K distinct starting points, every value drawn
+    assert all(1e-6 <= s["lr"] <= 1e-1 and 1e-7 <= s["weight_decay"] <= 1e-2 for s in starts)
+    for i in range(3):
+        tuned, fixed = by["onepass", i], by["random", i]
+        assert fixed["initial"] == tuned["initial"] and fixed["seed"] == tuned["seed"] == seeds[i]
+        assert fixed["final"] == pytest.approx(fixed["initial"], rel=1e-6)  # held (float32 storage)
+        assert tuned["final"] != pytest.approx(tuned["initial"], rel=1e-3)  # one-pass moved them
+        assert tuned["steps"] == fixed["steps"] == 20 and not tuned["diverged"] and not fixed["diverged"]
+    assert document["diverged"] == 0 and document["reused_episodes"] == 0
+    assert (document["steps"], document["validation"], document["initialisations"]) == (20, "minibatch", 3)
+    summary = document["summary"]
+    assert set(summary) == {"onepass", "random"}
+    for method, entry in summary.items():
+        assert (entry["runs"], entry["diverged"]) == (3, 0)
+        mine = [r for r in runs if r["method"] == method]
+        assert {"test_loss", "test_accuracy", "validation_loss", "validation_accuracy"} == set(
+            entry["metrics"]
+        )
+        for metric, stat in entry["metrics"].items():
+            values = [r["metrics"][metric] for r in mine]
+            assert stat["mean"]["mean"] == pytest.approx(np.mean(values))
+            assert stat["mean"] == bootstrap_mean(values, resamples=1000, seed=5)
+            assert stat["median"] == bootstrap_median(values, resamples=1000, seed=5)
+            best = max(values) if metric.endswith("accuracy") else min(values)
+            assert stat["best"]["value"] == best
+            assert mine[stat["best"]["initialisation"]]["metrics"][metric] == best
+            assert stat["best"]["seed"] == seeds[stat["best"]["initialisation"]]
+    assert [type(e) for e in events] == [ev.PhaseStarted] + [ev.EvaluationRunFinished] * 6
+    assert events[0].total == 6
+    finished = [(e.index, e.of, e.optimizer, e.seed, e.status, e.reused) for e in events[1:]]
+    assert finished == [(k, 6, r["method"], r["seed"], "ok", False) for k, r in enumerate(runs)]
+    assert read_json(out / "results.json") == document
+    assert [json.loads(line) for line in (out / EPISODES_FILE).read_text().splitlines()] == runs
+
+
+def test_values_given_stay_fixed_across_initialisations_and_the_others_are_drawn_per_index():
+    config = OnePassConfig("digits-mlp", initial={"momentum": 0.9}, seed=2)
+    starts = [config.starting_values(r) for r in range(5)]
+    assert all(s["momentum"] == 0.9 for s in starts)
+    assert len({s["lr"] for s in starts}) == 5 and len({s["weight_decay"] for s in starts}) == 5
+    assert starts == [
+        OnePassConfig("digits-mlp", initial={"momentum": 0.9}, seed=2).starting_values(r) for r in range(5)
+    ]
+    # initialisation 0 starts where the tuning episode starts (SeedSequence pads with zeros)
+    assert config.starting_values() == starts[0] and config.starting_values() not in starts[1:]
+
+
+def test_the_random_baseline_is_plain_torch_sgd_with_the_starting_values():
+    values = {"lr": 0.05, "weight_decay": 1e-3, "momentum": 0.9}
+    episode = run_episode(OnePassConfig("digits-mlp", steps=30, initial=values), seed=11, updates=False)
+    assert not episode.diverged and episode.steps == 30
+    assert episode.final == pytest.approx(values, rel=1e-6)
+    assert [r["step"] for r in episode.trajectory] == [10, 20, 30]
+    losses, task = torch_sgd(values, seed=11, steps=30)
+    assert losses[-1] < 0.7 * losses[0]  # it trained: not two flat curves compared
+    assert episode.losses == pytest.approx(losses, rel=1e-5)
+    assert episode.metrics == pytest.approx(task.metrics(), rel=1e-5)
+
+
+def test_the_evaluations_random_runs_are_torch_sgd_from_their_initialisation(evaluation):
+    _, document, _ = evaluation
+    fixed = [r for r in document["per_run"] if r["method"] == "random"]
+    for record in fixed[:2]:
+        _, task = torch_sgd(record["initial"], seed=record["seed"], steps=20)
+        assert record["metrics"] == pytest.approx(task.metrics(), rel=1e-5)
+
+
+def test_a_minibatch_of_validation_is_a_batch_of_the_training_batch_size():
+    task = task_registry.build("digits-mlp", seed=0)
+    assert task.batch_size == 50 and len(task.validation_set[0]) == 180
+    draws, again = torch_generator(3, "v"), torch_generator(3, "v")
+    indices = task.validation_minibatch(draws)
+    assert len(indices) == 50 and len(set(indices.tolist())) == 50
+    assert int(indices.min()) >= 0 and int(indices.max()) < 180
+    inputs, targets = task.validation_set
+    expected = torch.nn.functional.cross_entropy(task.model(inputs[indices]), targets[indices])
+    torch.testing.assert_close(task.validation_minibatch_loss(again), expected)
+    assert not torch.equal(task.validation_minibatch(draws), indices)  # each update draws anew
+    # a full-batch task (UCI: batch 588 ≥ its 104 validation examples): the whole set, exactly
+    whole = task_registry.build("digits-mlp", seed=0, batch_size=1000)
+    assert whole.validation_minibatch(torch_generator(3, "v")) is None
+    assert torch.equal(whole.validation_minibatch_loss(torch_generator(3, "v")), whole.validation_loss())
+
+
+def test_the_episode_objective_is_the_minibatch_or_the_whole_validation_set(monkeypatch):
+    from tasks.supervised import SupervisedTask
+
+    built, sizes = [], []
+    real_build, real_draw = task_registry.build, SupervisedTask.validation_minibatch
+
+    def build(*args, **kwargs):
+        built.append(real_build(*args, **kwargs))
+        return built[-1]
+
+    def draw(self, generator):
+        indices = real_draw(self, generator)
+        sizes.append(len(indices))
+        return indices
+
+    monkeypatch.setattr(task_registry, "build", build)
+    monkeypatch.setattr(SupervisedTask, "validation_minibatch", draw)
+    values, seed = {"lr": 0.05, "weight_decay": 1e-3, "momentum": 0.9}, 7
+
+    def first_objective(validation: str) -> float:
+        config = OnePassConfig("digits-mlp", steps=10, initial=values, validation=validation)
+        return run_episode(config, seed=seed).trajectory[0]["validation_loss"]
+
+    minibatch = first_objective("minibatch")
+    assert sizes == [50]  # one update, one minibatch of the training batch size
+    full = first_objective("full")
+    assert sizes == [50]  # "full" draws none
+    # the weights at the first update are those of 10 plain steps: the Random run leaves them
+    run_episode(OnePassConfig("digits-mlp", steps=10, initial=values), seed=seed, updates=False)
+    trained = built[-1]
+    with torch.no_grad():
+        whole = float(trained.validation_loss())
+        drawn = float(trained.validation_minibatch_loss(torch_generator(seed, onepass._VALIDATION_STREAM)))
+    assert full == pytest.approx(whole, rel=1e-5)  # today's objective: the whole validation set
+    assert minibatch == pytest.approx(drawn, rel=1e-5) and minibatch != pytest.approx(whole, rel=1e-3)
+
+
+def test_a_resumed_evaluation_runs_only_the_missing_episodes_and_gives_the_same_document(
+    evaluation, tmp_path, monkeypatch
+):
+    out, document, _ = evaluation
+    lines = (out / EPISODES_FILE).read_text().splitlines()
+    # two episodes finished, the third torn by a kill mid-write
+    (tmp_path / EPISODES_FILE).write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])
+    ran = []
+    real = onepass.run_episode
+
+    def counting(config, **kwargs):
+        ran.append(kwargs["updates"])
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(onepass, "run_episode", counting)
+    events: list = []
+    resumed = evaluate_onepass(eval_config(), out_dir=tmp_path, emit=events.append)
+    assert ran == [True, False, True, False]  # one-pass 1, random 1, …: only the four missing ran
+    assert [e.reused for e in events[1:]] == [True, True, False, False, False, False]
+    assert resumed["reused_episodes"] == 2
+
+    def timeless(doc):  # wall times are the one thing a second run may not repeat
+        doc = json.loads(json.dumps(doc))
+        doc.pop("reused_episodes")
+        for record in doc["per_run"]:
+            record.pop("wall_time")
+        for entry in doc["summary"].values():
+            entry.pop("wall_time")
+        return doc
+
+    assert timeless(resumed) == timeless(document)
+    assert resumed["per_run"][:2] == document["per_run"][:2]  # read back as they were
+    assert len(onepass.read_episodes(tmp_path / EPISODES_FILE)) == 6
+    # all there: nothing runs; a smaller K reuses its part; other settings are other episodes
+    assert evaluate_onepass(eval_config(), out_dir=tmp_path)["reused_episodes"] == 6
+    assert evaluate_onepass(eval_config(initialisations=2), out_dir=tmp_path)["reused_episodes"] == 4
+    assert evaluate_onepass(eval_config(steps_source="paper"), out_dir=tmp_path)["reused_episodes"] == 6
+    assert len(ran) == 4
+    other = evaluate_onepass(eval_config(initialisations=1, lookback=3), out_dir=tmp_path)
+    assert other["reused_episodes"] == 0 and ran == [True, False, True, False, True, False]
+
+
+def test_bootstrap_mean_and_the_method_summary_leave_diverged_runs_out():
+    finite = np.array([1.0, 2.0, 4.0, 8.0])
+    got = bootstrap_mean([1.0, 2.0, float("nan"), 4.0, None, 8.0], resamples=500, seed=3)
+    means = np.random.default_rng(3).choice(finite, size=(500, 4)).mean(axis=1)
+    assert got == {
+        "mean": 3.75,
+        "bootstrap_mean": pytest.approx(means.mean()),
+        "bootstrap_std": pytest.approx(means.std()),
+        "runs": 4,
+    }
+    assert bootstrap_mean([None, float("inf")], resamples=10)["mean"] is None
+    values = {"lr": 0.1, "weight_decay": 1e-4, "momentum": 0.5}
+
+    def record(i, diverged, loss=None, accuracy=None):
+        metrics = {} if diverged else {"test_loss": loss, "test_accuracy": accuracy}
+        return {"initialisation": i, "seed": 10 + i, "diverged": diverged, "metrics": metrics}
+
+    records = [
+        record(0, False, 0.5, 0.8),
+        record(1, False, 0.3, 0.7),
+        record(2, True),
+        record(3, False, 0.9, 0.95),
+    ]
+    records = [{**r, "final": values, "wall_time": 1.0} for r in records]
+    summary = summarize_method(records, resamples=200, seed=1)
+    assert (summary["runs"], summary["diverged"], summary["wall_time"]) == (4, 1, 4.0)
+    loss, accuracy = summary["metrics"]["test_loss"], summary["metrics"]["test_accuracy"]
+    assert loss["mean"] == bootstrap_mean([0.5, 0.3, 0.9], resamples=200, seed=1)
+    assert loss["median"] == bootstrap_median([0.5, 0.3, 0.9], resamples=200, seed=1)
+    assert loss["median"]["runs"] == 3
+    assert loss["best"] == {"value": 0.3, "initialisation": 1, "seed": 11} and loss["better"] == "lower"
+    assert accuracy["best"] == {"value": 0.95, "initialisation": 3, "seed": 13}
+    assert summary["final_hyperparameters"]["lr"]["median"]["median"] == 0.1
+
+
+def test_the_paper_lengths_are_the_default_steps():
+    assert resolve_steps("uci-energy", None) == (4000, PAPER_STEPS_SOURCE)
+    assert resolve_steps("uci-protein", None) == (4000, PAPER_STEPS_SOURCE)
+    assert resolve_steps("fashion-mnist-mlp", None) == (10000, PAPER_STEPS_SOURCE)
+    assert resolve_steps("uci-energy", None, 0.1) == (400, f"{PAPER_STEPS_SOURCE} × step_scale 0.1")
+    assert resolve_steps("digits-mlp", None) == (final.final_length("digits-mlp", 1.0), "task's final length")
+    assert resolve_steps("digits-mlp", None, 0.5)[0] == final.final_length("digits-mlp", 0.5)
+    assert resolve_steps("uci-energy", 123, 0.1) == (123, "given")
+    config = STRATEGY.config(TuneJob(task="uci-energy", strategy="onepass"))  # builds no task
+    assert (config.steps, config.steps_source) == (4000, PAPER_STEPS_SOURCE)
+    assert (config.initialisations, config.validation) == (100, "minibatch")
+    assert STRATEGY.config(TuneJob(task="uci-energy", strategy="onepass", step_scale=0.1)).steps == 400
+    options = {"steps": 50, "initialisations": 7, "validation": "full"}
+    given = STRATEGY.config(TuneJob(task="uci-energy", strategy="onepass", strategy_options=options))
+    assert (given.steps, given.steps_source, given.initialisations, given.validation) == (
+        50,
+        "given",
+        7,
+        "full",
+    )
+
+
+@pytest.mark.parametrize("value", [0, -3])
+def test_fewer_than_one_initialisation_is_refused_naming_the_field(value):
+    with pytest.raises(pydantic.ValidationError, match="initialisations"):
+        OnePassOptions(initialisations=value)
+    with pytest.raises(ValueError, match="initialisations"):
+        TuneJob(task="digits-mlp", strategy="onepass", strategy_options={"initialisations": value})
+    with pytest.raises(ValueError, match=f"Invalid initialisations: {value}"):
+        OnePassConfig("digits-mlp", initialisations=value)
+
+
+def test_the_results_table_shows_both_methods_and_describe_the_new_settings(evaluation):
+    _, document, _ = evaluation
+    (table,) = STRATEGY.results_summary(document)
+    assert table.columns == (
+        "method",
+        "quantity",
+        "bootstrap mean of means",
+        "bootstrap mean of medians",
+        "best run",
+    )
+    assert [row[:2] for row in table.rows] == [
+        (m, q) for m in ("onepass", "random") for q in sorted(document["summary"][m]["metrics"])
+    ]
+    first = document["summary"]["onepass"]["metrics"][table.rows[0][1]]
+    assert table.rows[0][2].startswith(f"{first['mean']['bootstrap_mean']:.6g} ± ")
+    assert table.rows[0][4] == f"{first['best']['value']:.6g} (init {first['best']['initialisation']})"
+    assert "3 random initialisations × 20 steps" in table.title
+    assert "onepass 0/3, random 0/3" in table.lines[0]
+    described = STRATEGY.describe()
+    assert (
+        described["settings"]["initialisations"] == 100 and described["settings"]["validation"] == "minibatch"
+    )
+    assert described["default_steps"]["uci-energy"] == 4000
+    assert described["default_steps"]["fashion-mnist-mlp"] == 10000

@@ -11,24 +11,53 @@ a graph and the hypergradient of the validation loss is estimated with a Neumann
     p = Σ_{j<i} (I − ∂u/∂w)ᵀʲ ∂L_V/∂w_T,     dL_V/dλ ≈ −pᵀ ∂u/∂λ
 
 (momentum buffer held constant, the direct term ∂L_V/∂λ taken as zero), then an Adam step
-(lr 0.05) on the raw values. The weights are never reset. The objective is
-``task.validation_loss()``: the whole validation set (the authors use a validation minibatch of the
-training batch size, except on UCI where it is the whole set).
+(lr 0.05) on the raw values. The weights are never reset.
 
-Differences from the authors' code, chosen here: the logit of μ is also clamped, to
+The objective (``validation``): "minibatch" (the default, as the authors) is the loss on a
+validation minibatch of the training batch size, drawn at every hyperparameter update without
+replacement from a generator seeded by the episode's seed (its own stream: the task's
+initialisation and training batches are unchanged); on a full-batch task (the UCI tasks, batch ≥
+the validation set) that minibatch is the whole validation set. "full" is the loss on the whole
+validation set at every update. The trajectory's ``validation_loss`` is the objective's value.
+
+The evaluation (:func:`evaluate_onepass`) is the paper's protocol (§5.3, §5.4, §5.7): K =
+``initialisations`` random initialisations (100 by default). Initialisation r starts from
+(η, ξ, μ) drawn as §5.3 (log10 η ~ U[−6, −1], log10 ξ ~ U[−7, −2], μ ~ U[0, 1]) from a seed
+derived from (job seed, r) — values given in ``initial`` are held fixed across all of them, only
+the others are drawn — and trains the task seeded with ``ga.evaluation_seed(job seed, r)``. Each
+initialisation is trained twice: by one-pass, and by the **Random** baseline (§5.4): the same
+starting values, seed and length with the hyperparameters held fixed (no hyperparameter updates;
+plain SGD, the same inner update code). Per method and final metric the results give the mean ±
+std of the bootstrap means, the mean ± std of the bootstrap medians (``resamples`` = 1000 resamples
+of the runs, the same resamples for both, seeded by the job seed) and the best single run. Diverged
+runs (a non-finite loss, or non-finite final weights) are counted and left out of the statistics.
+Every finished episode is a line of ``episodes.jsonl``; a resumed evaluation runs only the others.
+
+Lengths (:func:`resolve_steps`): ``steps`` when given; else the paper's (§5.5: 4000 on the UCI
+tasks, 10000 on Fashion-MNIST), scaled by ``step_scale``; else the task's final length.
+
+Differences from the paper and the authors' code, chosen here: the paper's Random trains on train
++ validation (validation_proportion 0); ours trains on the train split only, so both methods see
+the same training data. The validation minibatch is drawn afresh at every update (the authors use
+the batch their validation loader yields at step T). The logit of μ is also clamped, to
 [−LOGIT_LIMIT, LOGIT_LIMIT], so μ cannot reach 1 (clarke.md §7.4); a final window shorter than T
 (when ``steps`` is not a multiple of it) still ends with a hyperparameter update.
 
-Needs a task with ``validation_loss()`` (the supervised MLP tasks).
+Needs a task with ``validation_loss()`` (the supervised MLP tasks; "minibatch" also needs
+``validation_minibatch_loss()``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
@@ -37,6 +66,7 @@ from pydantic import Field
 from torch import nn
 
 import tasks as task_registry
+from tasks._rng import torch_generator
 from tasks.registry import spec as task_spec
 
 from .. import events as ev
@@ -57,6 +87,36 @@ LOGIT_LIMIT = 10.0  # μ ≤ sigmoid(10) ≈ 0.99995
 # §5.3's random initialisation: log10 η ~ U[−6, −1], log10 ξ ~ U[−7, −2], μ ~ U[0, 1]
 INITIAL_RANGES = {"lr": (-6.0, -1.0), "weight_decay": (-7.0, -2.0), "momentum": (0.0, 1.0)}
 _INIT_STREAM = 0x1B
+_VALIDATION_STREAM = "onepass-validation"  # the validation minibatches' stream of an episode's seed
+VALIDATIONS = ("minibatch", "full")
+METHODS = ("onepass", "random")  # the evaluation's two methods, run from the same initialisations
+METHOD_DESCRIPTIONS = {
+    "onepass": "one-pass implicit HPO of the tuned hyperparameters from the random initialisation",
+    "random": "Random (clarke.md §5.4): SGD with the initialisation's values held fixed, no HPO "
+    "(trained on the train split only; the paper's Random trains on train + validation)",
+}
+# §5.5: 4000 weight steps on every UCI task (400 hyperparameter steps), 10000 on Fashion-MNIST
+PAPER_STEPS = {name: 4000 for name in task_registry.TASK_NAMES if name.startswith("uci-")} | {
+    "fashion-mnist-mlp": 10000
+}
+PAPER_STEPS_SOURCE = "paper (clarke.md §5.5)"
+FINAL_LENGTH_SOURCE = "task's final length"
+GIVEN_SOURCE = "given"
+
+
+def resolve_steps(task: str, steps: int | None, step_scale: float = 1.0) -> tuple[int, str]:
+    """An episode's length and where it came from: ``steps`` as given (not scaled); else the
+    paper's for the task (§5.5: UCI 4000, fashion-mnist-mlp 10000), scaled by ``step_scale`` as
+    the final lengths are (``max(2, round(M · step_scale))``); else the task's final length
+    (``final.final_length``, scaled)."""
+    if steps is not None:
+        return steps, GIVEN_SOURCE
+    if task in PAPER_STEPS:
+        scaled = max(2, round(PAPER_STEPS[task] * step_scale))
+        source = PAPER_STEPS_SOURCE if step_scale == 1 else f"{PAPER_STEPS_SOURCE} × step_scale {step_scale}"
+        return scaled, source
+    source = FINAL_LENGTH_SOURCE if step_scale == 1 else f"{FINAL_LENGTH_SOURCE} × step_scale {step_scale}"
+    return final.final_length(task, step_scale), source
 
 
 @dataclass(frozen=True)
@@ -64,9 +124,13 @@ class OnePassConfig:
     """One one-pass tuning run: task, length, the method's settings, the starting values.
 
     ``initial`` gives the starting lr, weight_decay and momentum; any left out are drawn as §5.3
-    does, from the job seed. ``tuned`` names the hyperparameters the hypergradient moves; the
-    others stay at their starting values (the paper's variants: all three, lr + weight_decay,
-    weight_decay only = Lorraine et al.).
+    does, from the job seed (the tuning episode) or from (job seed, r) (initialisation r of the
+    evaluation); given values stay fixed across all initialisations. ``tuned`` names the
+    hyperparameters the hypergradient moves; the others stay at their starting values (the
+    paper's variants: all three, lr + weight_decay, weight_decay only = Lorraine et al.).
+    ``validation``: the objective, "minibatch" or "full" (module docstring). ``initialisations``:
+    K, the evaluation's random initialisations (each run by one-pass and by Random).
+    ``steps_source`` says where ``steps`` came from (:func:`resolve_steps`).
     """
 
     task: str
@@ -80,11 +144,19 @@ class OnePassConfig:
     seed: int = 0
     task_options: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    initialisations: int = 100
+    validation: str = "minibatch"
+    steps_source: str = GIVEN_SOURCE
 
     def __post_init__(self):
         if self.task not in task_registry.TASK_NAMES:
             raise invalid("task", self.task, " | ".join(task_registry.TASK_NAMES))
         check_int_at_least("steps", self.steps, 1)
+        check_int_at_least("initialisations", self.initialisations, 1)
+        if self.validation not in VALIDATIONS:
+            raise invalid("validation", self.validation, " | ".join(VALIDATIONS))
+        if not isinstance(self.steps_source, str):
+            raise invalid("steps_source", self.steps_source, "a string")
         check_int_at_least("update_interval", self.update_interval, 1)
         check_int_at_least("lookback", self.lookback, 1)
         check_int_at_least("seed", self.seed, 0)
@@ -132,11 +204,19 @@ class OnePassConfig:
             "seed": self.seed,
             "task_options": dict(self.task_options),
             "device": self.device,
+            "initialisations": self.initialisations,
+            "validation": self.validation,
+            "steps_source": self.steps_source,
         }
 
-    def starting_values(self) -> dict[str, float]:
-        """``initial``, completed by §5.3's random draws (seeded by the job seed)."""
-        rng = np.random.default_rng(ga.derive_seed(self.seed, _INIT_STREAM))
+    def starting_values(self, initialisation: int | None = None) -> dict[str, float]:
+        """``initial``, completed by §5.3's random draws: seeded by the job seed (None: the
+        tuning episode) or by (job seed, ``initialisation``) (the evaluation's initialisation r).
+        The given values are the same for every initialisation; only the missing are drawn.
+        Initialisation 0 draws the tuning episode's values (numpy's SeedSequence pads its entropy
+        with zeros, so (job seed, stream, 0) seeds as (job seed, stream) does)."""
+        indices = () if initialisation is None else (initialisation,)
+        rng = np.random.default_rng(ga.derive_seed(self.seed, _INIT_STREAM, *indices))
         drawn = {name: float(rng.uniform(*INITIAL_RANGES[name])) for name in HYPERPARAMETERS}
         drawn["lr"], drawn["weight_decay"] = 10 ** drawn["lr"], 10 ** drawn["weight_decay"]
         drawn["momentum"] = min(max(drawn["momentum"], 1e-3), 1 - 1e-3)  # a finite logit
@@ -280,7 +360,10 @@ def _loss_at(task, loss_fn: Callable[[], torch.Tensor]) -> LossAt:
 
 @dataclass
 class Episode:
-    """The outcome of one one-pass run."""
+    """The outcome of one run: one-pass, or (``updates`` False) the Random baseline.
+
+    ``losses``: the training minibatch loss of every step taken, at the weights before it (kept in
+    memory only; not written to the documents)."""
 
     initial: dict[str, float]
     final: dict[str, float]
@@ -290,15 +373,40 @@ class Episode:
     steps: int
     wall_time: float
     per_parameter_lr: dict[str, dict[str, float]] | None
+    losses: list[float] = field(default_factory=list)
 
 
-def run_episode(config: OnePassConfig, *, seed: int | None = None, emit: ev.EventSink = ev.ignore) -> Episode:
-    """Train ``config.task`` (seeded with ``seed``, default the job seed) once, tuning as it goes;
-    a ``Checkpoint("update")`` after every hyperparameter update (lr: the geometric mean over the
-    weights with per_parameter_lr)."""
-    task = task_registry.build(
-        config.task, seed=config.seed if seed is None else seed, device=config.device, **config.task_options
-    )
+def _validation_objective(task, config: OnePassConfig, seed: int) -> Callable[[], torch.Tensor]:
+    """The hyperparameter objective of ``config.validation`` (module docstring)."""
+    if config.validation == "full":
+        return task.validation_loss
+    if not hasattr(task, "validation_minibatch_loss"):
+        raise invalid(
+            "task for validation 'minibatch'", config.task, "a task with validation minibatches, or 'full'"
+        )
+    generator = torch_generator(seed, _VALIDATION_STREAM)
+    return lambda: task.validation_minibatch_loss(generator)
+
+
+def run_episode(
+    config: OnePassConfig,
+    *,
+    seed: int | None = None,
+    emit: ev.EventSink = ev.ignore,
+    updates: bool = True,
+) -> Episode:
+    """Train ``config.task`` (seeded with ``seed``, default the job seed) once from
+    ``config.starting_values()``, tuning as it goes; a ``Checkpoint("update")`` after every
+    hyperparameter update (lr: the geometric mean over the weights with per_parameter_lr).
+
+    ``updates=False`` is the Random baseline: the same steps by the same update code with the
+    hyperparameters held at their starting values (no hypergradient, no validation loss; plain
+    ``torch.optim.SGD``); its trajectory records the values and the training loss at the end of
+    every window of ``update_interval`` steps, and it emits nothing. Its ``final`` values are the
+    starting values as stored raw in the task's dtype (η = 10^x: in float32 they differ from the
+    starting values by rounding, ~1e-7 relative)."""
+    seed = config.seed if seed is None else seed
+    task = task_registry.build(config.task, seed=seed, device=config.device, **config.task_options)
     if not hasattr(task, "validation_loss"):
         raise invalid("task for onepass", config.task, "a task with a validation set, e.g. digits-mlp")
     named = list(task.model.named_parameters())
@@ -308,19 +416,22 @@ def run_episode(config: OnePassConfig, *, seed: int | None = None, emit: ev.Even
     raw = RawHyperparameters(initial, shapes, params[0].dtype, params[0].device)
     raw.clamp_()
     meta = torch.optim.Adam(raw.tensors(config.tuned), lr=config.meta_lr)
-    train_at, validation_at = _loss_at(task, task.train_loss), _loss_at(task, task.validation_loss)
+    train_at = _loss_at(task, task.train_loss)
+    validation_at = _loss_at(task, _validation_objective(task, config, seed)) if updates else None
     weights = [p.detach().clone() for p in params]
     buffers = [torch.zeros_like(w) for w in weights]
     trajectory: list[dict[str, float]] = []
-    updates = math.ceil(config.steps / config.update_interval)
+    losses: list[float] = []
+    windows = math.ceil(config.steps / config.update_interval)
     step, diverged = 0, False
     start = time.perf_counter()
     while step < config.steps and not diverged:
         window = min(config.update_interval, config.steps - step)
-        for _ in range(window - 1):
+        for _ in range(window - 1 if updates else window):
             w = [t.requires_grad_() for t in weights]
             loss = train_at(w)
-            if not math.isfinite(float(loss.detach())):
+            losses.append(float(loss.detach()))
+            if not math.isfinite(losses[-1]):
                 diverged = True
                 break
             grads = torch.autograd.grad(loss, w)
@@ -329,7 +440,13 @@ def run_episode(config: OnePassConfig, *, seed: int | None = None, emit: ev.Even
                 weights = [wi.detach() - ui for wi, ui in zip(w, u, strict=True)]
         if diverged:
             break
+        if not updates:
+            step += window
+            record = {"update": len(trajectory), "step": step, **raw.values(), "training_loss": losses[-1]}
+            trajectory.append(record)
+            continue
         hyper = implicit_hypergradient(train_at, validation_at, weights, buffers, raw, config.lookback)
+        losses.append(hyper.training_loss)
         step += window
         if not (math.isfinite(hyper.training_loss) and math.isfinite(hyper.validation_loss)):
             diverged = True
@@ -348,7 +465,9 @@ def run_episode(config: OnePassConfig, *, seed: int | None = None, emit: ev.Even
             "validation_loss": hyper.validation_loss,
         }
         trajectory.append(record)
-        emit(ev.Checkpoint("update", record["update"], updates, record))
+        emit(ev.Checkpoint("update", record["update"], windows, record))
+    if not diverged and not all(bool(torch.isfinite(w).all()) for w in weights):
+        diverged = True  # the last step overflowed: no loss was taken at its weights
     wall = time.perf_counter() - start
     with torch.no_grad():
         for p, w in zip(params, weights, strict=True):
@@ -372,6 +491,7 @@ def run_episode(config: OnePassConfig, *, seed: int | None = None, emit: ev.Even
         steps=step,
         wall_time=wall,
         per_parameter_lr=per_parameter,
+        losses=losses,
     )
 
 
@@ -399,6 +519,8 @@ def tune_onepass(config: OnePassConfig, ctx: JobContext) -> dict[str, Any]:
         "metrics": episode.metrics,
         "diverged": episode.diverged,
         "steps": episode.steps,
+        "steps_source": config.steps_source,
+        "validation": config.validation,
         "wall_time": episode.wall_time,
         "per_parameter_lr": episode.per_parameter_lr,
         "job_seed": config.seed,
@@ -410,57 +532,209 @@ def tune_onepass(config: OnePassConfig, ctx: JobContext) -> dict[str, Any]:
     return document
 
 
+EPISODES_FILE = "episodes.jsonl"
+_EPISODE_KEYS = ("initialisations", "steps_source")  # settings that do not change any one episode
+_RECORD_FIELDS = ("key", "method", "initialisation", "seed", "initial", "final", "metrics", "diverged")
+_RECORD_FIELDS += ("steps", "wall_time")
+
+
+def bootstrap_mean(values: Sequence[float | None], *, resamples: int, seed: int = 0) -> dict[str, Any]:
+    """The mean of ``values`` and the mean ± std of the means of ``resamples`` bootstrap resamples
+    (with replacement), drawn as :func:`tuner.summary.bootstrap_median` draws its resamples (the
+    same ``seed`` gives the same resamples, so the two statistics describe one set of them).
+    Non-finite values are left out; all None when nothing finite is left."""
+    finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if finite.size == 0:
+        return {"mean": None, "bootstrap_mean": None, "bootstrap_std": None, "runs": 0}
+    rng = np.random.default_rng(seed)
+    means = rng.choice(finite, size=(resamples, finite.size), replace=True).mean(axis=1)
+    return {
+        "mean": float(finite.mean()),
+        "bootstrap_mean": float(means.mean()),
+        "bootstrap_std": float(means.std()),
+        "runs": int(finite.size),
+    }
+
+
+def _higher_is_better(metric: str) -> bool:
+    return metric.endswith("accuracy")
+
+
+def _best_run(records: Sequence[Mapping[str, Any]], metric: str) -> dict[str, Any] | None:
+    """The single run with the best finite ``metric`` (highest accuracy, else lowest), the
+    first such initialisation on a tie."""
+    scored = [
+        (r["metrics"][metric], r)
+        for r in records
+        if isinstance(r["metrics"].get(metric), (int, float)) and math.isfinite(r["metrics"][metric])
+    ]
+    if not scored:
+        return None
+    sign = -1.0 if _higher_is_better(metric) else 1.0
+    value, record = min(scored, key=lambda pair: (sign * pair[0], pair[1]["initialisation"]))
+    return {"value": value, "initialisation": record["initialisation"], "seed": record["seed"]}
+
+
+def summarize_method(records: Sequence[Mapping[str, Any]], *, resamples: int, seed: int) -> dict[str, Any]:
+    """One method's runs (per-run records) over the initialisations: per final metric the
+    bootstrap mean of the means and of the medians (each ± the std over the resamples) and the
+    best single run; the same for the final hyperparameters (no best); the diverged runs are
+    counted and left out."""
+    ok = [r for r in records if not r["diverged"]]
+    names = sorted({k for r in ok for k in r["metrics"]})
+    metrics = {}
+    for name in names:
+        values = [r["metrics"].get(name) for r in ok]
+        metrics[name] = {
+            "mean": bootstrap_mean(values, resamples=resamples, seed=seed),
+            "median": bootstrap_median(values, resamples=resamples, seed=seed),
+            "best": _best_run(ok, name),
+            "better": "higher" if _higher_is_better(name) else "lower",
+        }
+    hyperparameters = {}
+    for name in HYPERPARAMETERS:
+        values = [r["final"][name] for r in ok]
+        hyperparameters[name] = {
+            "mean": bootstrap_mean(values, resamples=resamples, seed=seed),
+            "median": bootstrap_median(values, resamples=resamples, seed=seed),
+        }
+    return {
+        "runs": len(records),
+        "diverged": len(records) - len(ok),
+        "metrics": metrics,
+        "final_hyperparameters": hyperparameters,
+        "wall_time": float(sum(r["wall_time"] for r in records)),
+    }
+
+
+def _episode_key(config: OnePassConfig, method: str, initialisation: int, seed: int) -> str:
+    """What makes an episode the same episode: every setting but K (and where ``steps`` came
+    from), the method, the initialisation and the seed."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in _EPISODE_KEYS}
+    blob = json.dumps(
+        {"settings": settings, "method": method, "initialisation": initialisation, "seed": seed},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def read_episodes(path: Path) -> dict[str, dict[str, Any]]:
+    """The finished episodes of ``path`` (one JSON record a line) by their key; a torn, unreadable
+    or incomplete line (a kill mid-write) is left out, and so its episode runs again; of two lines
+    with one key the first counts."""
+    if not path.exists():
+        return {}
+    records: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and all(k in record for k in _RECORD_FIELDS):
+            records.setdefault(record["key"], record)
+    return records
+
+
+def _append_episode(path: Path, record: Mapping[str, Any]) -> None:
+    """Append ``record`` as one line, flushed and fsync'd (after a newline if a torn line ends the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with open(path, "a") as handle:
+        handle.write(("\n" if torn else "") + json.dumps(record, allow_nan=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _run_record(
+    config: OnePassConfig, method: str, initialisation: int, seed: int, key: str
+) -> dict[str, Any]:
+    """Run one episode of the evaluation and return its per-run record (as JSON reads it back)."""
+    start = config.starting_values(initialisation)
+    episode = run_episode(dataclasses.replace(config, initial=start), seed=seed, updates=method == "onepass")
+    record = {
+        "key": key,
+        "method": method,
+        "initialisation": initialisation,
+        "seed": seed,
+        "initial": episode.initial,
+        "final": episode.final,
+        "metrics": episode.metrics,
+        "diverged": episode.diverged,
+        "steps": episode.steps,
+        "wall_time": episode.wall_time,
+    }
+    if episode.per_parameter_lr is not None:
+        record["per_parameter_lr"] = episode.per_parameter_lr
+    return json.loads(json.dumps(record, allow_nan=True))
+
+
 def evaluate_onepass(
     config: OnePassConfig,
     *,
-    seeds: int,
     out_dir,
     resamples: int = 1000,
     emit: ev.EventSink = ev.ignore,
 ) -> dict[str, Any]:
-    """Repeat the one-pass run from the same starting values on ``seeds`` evaluation seeds (fresh
-    initialisation and batch order each) and summarise the final metrics and hyperparameters by
-    the median with a bootstrap spread (``resamples`` resamples, 1000 as §5.7). Writes
-    ``out_dir/results.json``."""
-    if seeds < 1:
-        raise invalid("seeds", seeds, "an integer >= 1")
-    fixed = dataclasses.replace(config, initial=config.starting_values())
-    run_seeds = [ga.evaluation_seed(config.seed, r) for r in range(seeds)]
-    episodes = []
-    emit(ev.PhaseStarted("evaluation", "onepass", seeds, "runs"))
-    for index, seed in enumerate(run_seeds):
-        episodes.append(run_episode(fixed, seed=seed))
-        status = "diverged" if episodes[-1].diverged else "ok"
-        emit(ev.EvaluationRunFinished(index, seeds, "sgd", seed, status))
-    metric_names = sorted({k for e in episodes for k in e.metrics})
-    summary = {
-        k: bootstrap_median([e.metrics.get(k) for e in episodes], resamples=resamples, seed=config.seed)
-        for k in metric_names
-    }
-    for name in HYPERPARAMETERS:
-        summary[f"final_{name}"] = bootstrap_median(
-            [e.final[name] for e in episodes if not e.diverged], resamples=resamples, seed=config.seed
-        )
+    """The paper's protocol (module docstring): ``config.initialisations`` (K) random
+    initialisations, each trained by one-pass and by the Random baseline (2K episodes, in the
+    order initialisation 0 one-pass, 0 random, 1 one-pass, …), summarised per method by
+    :func:`summarize_method` (``resamples`` bootstrap resamples, 1000 as §5.7, seeded by the job
+    seed). Each finished episode is appended to ``out_dir/episodes.jsonl``; an episode already
+    there for the same settings (every one but K), method, initialisation and seed is read back,
+    not run again (``reused_episodes`` counts them; they are reported with ``reused=True``).
+    Writes ``out_dir/results.json``."""
+    check_int_at_least("resamples", resamples, 1)
+    out_dir = Path(out_dir)
+    log = out_dir / EPISODES_FILE
+    count = config.initialisations
+    seeds = [ga.evaluation_seed(config.seed, r) for r in range(count)]
+    kept = read_episodes(log)
+    total = len(METHODS) * count
+    emit(ev.PhaseStarted("evaluation", "onepass", total, "runs"))
+    records: list[dict[str, Any]] = []
+    reused = 0
+    for r, seed in enumerate(seeds):
+        for method in METHODS:
+            key = _episode_key(config, method, r, seed)
+            record = kept.get(key)
+            was_kept = record is not None
+            if record is None:
+                record = _run_record(config, method, r, seed, key)
+                _append_episode(log, record)
+            reused += was_kept
+            records.append(record)
+            status = "diverged" if record["diverged"] else "ok"
+            emit(ev.EvaluationRunFinished(len(records) - 1, total, method, seed, status, reused=was_kept))
+    by_method = {m: [rec for rec in records if rec["method"] == m] for m in METHODS}
     document = {
         "strategy": "onepass",
         "task": config.task,
         "steps": config.steps,
-        "seeds": run_seeds,
+        "steps_source": config.steps_source,
+        "validation": config.validation,
+        "initialisations": count,
+        "methods": dict(METHOD_DESCRIPTIONS),
         "job_seed": config.seed,
-        "initial": fixed.initial,
+        "seeds": seeds,
+        "initial": [config.starting_values(r) for r in range(count)],
         "resamples": resamples,
-        "diverged": sum(e.diverged for e in episodes),
-        "summary": summary,
-        "per_run": [
-            {
-                "seed": seed,
-                "diverged": e.diverged,
-                "final": e.final,
-                "metrics": e.metrics,
-                "wall_time": e.wall_time,
-            }
-            for seed, e in zip(run_seeds, episodes, strict=True)
-        ],
+        "statistics": (
+            "per method, over its runs that did not diverge (diverged runs are counted, not scored): "
+            "mean ± std of the bootstrap means and of the bootstrap medians of each final metric "
+            f"({resamples} resamples with replacement, seeded by the job seed; clarke.md §5.7), "
+            "and the best single run"
+        ),
+        "diverged": sum(rec["diverged"] for rec in records),
+        "summary": {
+            m: summarize_method(by_method[m], resamples=resamples, seed=config.seed) for m in METHODS
+        },
+        "per_run": records,
+        "settings": config.to_dict(),
+        "task_options": dict(config.task_options),
+        "episodes": EPISODES_FILE,  # beside this document: every episode, one line each
+        "reused_episodes": reused,  # finished before a restart, read back from episodes.jsonl
+        "versions": versions(),
     }
     write_json(out_dir / "results.json", document)
     return document
@@ -472,7 +746,13 @@ class OnePassOptions(StrategyOptions):
     name = "onepass"
     strategy: Literal["onepass"] = "onepass"
     steps: int | None = Field(
-        None, ge=1, le=100_000_000, description="Training steps (default: the task's final length)."
+        None,
+        ge=1,
+        le=100_000_000,
+        description=(
+            "Training steps of every episode (default: the paper's, clarke.md §5.5: UCI 4000, "
+            "fashion-mnist-mlp 10000, scaled by step_scale; other tasks: the task's final length)."
+        ),
     )
     update_interval: int = Field(10, ge=1, le=100_000_000, description="Steps per hyperparameter update.")
     lookback: int = Field(5, ge=1, le=1000, description="Neumann series terms.")
@@ -484,7 +764,22 @@ class OnePassOptions(StrategyOptions):
         default_factory=lambda: list(HYPERPARAMETERS), min_length=1, description="Hyperparameters to tune."
     )
     initial: dict[Literal["lr", "weight_decay", "momentum"], Annotated[float, Field(allow_inf_nan=False)]] = (
-        Field(default_factory=dict, description="Starting values; the others are drawn (§5.3).")
+        Field(
+            default_factory=dict,
+            description="Starting values, the same for every initialisation; the others are drawn (§5.3).",
+        )
+    )
+    initialisations: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="Random initialisations of the evaluation, each run by one-pass and by Random (§5.7).",
+    )
+    validation: Literal["minibatch", "full"] = Field(
+        "minibatch",
+        description=(
+            "The objective: a validation minibatch of the training batch size (the paper), or the whole set."
+        ),
     )
 
 
@@ -498,12 +793,13 @@ class OnePass:
     )
     Options = OnePassOptions
     resumable = False
+    default_seeds = 8  # unused: its evaluation runs `initialisations` episodes per method
     tunes_optimizer = False
 
     def config(self, job: TuneJob) -> OnePassConfig:
         options: OnePassOptions = job.options
         settings = options.model_dump(exclude={"strategy"})
-        settings["steps"] = options.steps or final.final_length(job.task, job.step_scale)
+        settings["steps"], settings["steps_source"] = resolve_steps(job.task, options.steps, job.step_scale)
         settings["tuned"] = tuple(settings["tuned"])
         return OnePassConfig(
             job.task, **settings, seed=job.seed, task_options=dict(job.task_options), device=job.device
@@ -516,8 +812,9 @@ class OnePass:
         return tune_onepass(self.config(job), ctx)
 
     def evaluate(self, job: TuneJob, document: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-        """The episode again from the same starting values on ``job.seeds`` seeds (bootstrap medians)."""
-        return evaluate_onepass(self.config(job), seeds=job.seeds, out_dir=ctx.evaluation_path, emit=ctx.emit)
+        """The paper's protocol: one-pass and Random from ``initialisations`` random
+        initialisations (:func:`evaluate_onepass`); ``job.seeds`` plays no part."""
+        return evaluate_onepass(self.config(job), out_dir=ctx.evaluation_path, emit=ctx.emit)
 
     def summary(self, document: dict[str, Any]) -> Summary:
         rows = [
@@ -531,23 +828,52 @@ class OnePass:
         return Summary(title, ("hyperparameter", "start", "end", "transform"), rows, [line])
 
     def results_summary(self, results: dict[str, Any]) -> list[Summary]:
-        rows = [
-            (quantity, f"{s['median']:.6g}", f"{s['bootstrap_mean']:.6g} ± {s['bootstrap_std']:.2g}")
-            for quantity, s in results["summary"].items()
-            if s["median"] is not None
-        ]
+        def pm(stat: dict[str, Any]) -> str:
+            if stat["bootstrap_mean"] is None:
+                return "—"
+            return f"{stat['bootstrap_mean']:.6g} ± {stat['bootstrap_std']:.2g}"
+
+        rows = []
+        for method, summary in results["summary"].items():
+            for quantity, stat in summary["metrics"].items():
+                best = stat["best"]
+                shown = "—" if best is None else f"{best['value']:.6g} (init {best['initialisation']})"
+                rows.append((method, quantity, pm(stat["mean"]), pm(stat["median"]), shown))
+        diverged = ", ".join(f"{m} {s['diverged']}/{s['runs']}" for m, s in results["summary"].items())
         title = (
-            f"{results['task']}: one-pass over {len(results['seeds'])} seeds ({results['diverged']} diverged)"
+            f"{results['task']}: one-pass vs Random from {results['initialisations']} random "
+            f"initialisations × {results['steps']} steps ({results['steps_source']})"
         )
-        return [Summary(title, ("quantity", "median", "bootstrap median (mean ± std)"), rows)]
+        lines = [
+            f"diverged (counted, left out of the statistics): {diverged}",
+            f"bootstrap: {results['resamples']} resamples of the runs; validation objective: "
+            f"{results['validation']}; Random trains on the train split only (the paper's on train + val)",
+        ]
+        columns = ("method", "quantity", "bootstrap mean of means", "bootstrap mean of medians", "best run")
+        return [Summary(title, columns, rows, lines)]
 
     def describe(self) -> dict[str, Any]:
         defaults = OnePassConfig("digits-mlp")
+        settings = {
+            k: v
+            for k, v in defaults.to_dict().items()
+            if k not in ("strategy", "task", "steps_source", "steps")
+        }
         return {
             "name": self.name,
             "summary": self.summary_line,
             "optimizers": ["sgd (built in: momentum + coupled weight decay)"],
-            "settings": {k: v for k, v in defaults.to_dict().items() if k not in ("strategy", "task")},
+            "settings": {"steps": None, **settings},
+            "default_steps": {
+                **PAPER_STEPS,
+                "other tasks": "the task's final length",
+                "scaled": "by step_scale",
+                "source": PAPER_STEPS_SOURCE,
+            },
+            "evaluation": (
+                "initialisations × (one-pass, Random) episodes of steps each; per method the bootstrap "
+                "mean of means and of medians of each final metric, and the best run (clarke.md §5.7)"
+            ),
             "options": OnePassOptions.model_json_schema(),
             "unit": "steps count weight updates; one hyperparameter update every update_interval steps",
         }
