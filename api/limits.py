@@ -23,10 +23,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import func, select
 
-from tuner.final import final_length
+from schedules import asha as asha_spaces
+from tuner import budgets
 from tuner.reproduce import EXPERIMENTS, ReproduceJob, StudiesExperiment, studies_jobs
 from tuner.specs import EvaluateJob, TuneJob
 from tuner.strategies import get_strategy
+from tuner.strategies.onepass import resolve_steps
 
 from .models import JobRow
 
@@ -263,16 +265,26 @@ def _ga_cost(job: TuneJob, limits: Limits) -> tuple[tuple[int, str], tuple[int, 
 
 
 def _asha_cost(job: TuneJob, limits: Limits) -> tuple[tuple[int, str], tuple[int, str]]:
+    """Every search (the optimizer's and each tuned baseline's) at its longest trial: the budget
+    in loss evaluations at the smallest batch and two evaluations an update. A seconds budget is
+    bounded by its clock: its trials count no steps here."""
     options = job.options
     _at_most("strategy_options.num_samples", options.num_samples, limits.max_num_samples, "MAX_NUM_SAMPLES")
-    if options.max_t is not None:
-        max_t = options.max_t
-        _at_most("strategy_options.max_t", max_t, limits.max_steps, "MAX_STEPS")
-    else:
-        max_t = final_length(job.task, job.step_scale)
-        _check_length("step_scale", job.step_scale, max_t, limits)
-    tuning = f"tuning {options.num_samples} samples × {max_t} steps"
-    return (options.num_samples * max_t, tuning), _final(job, max_t)
+    strategy = get_strategy("asha")
+    config = strategy.config(job)
+    searches = 1 + len(strategy.tuned_baselines(job))
+    batch = None
+    if budgets.has_batches(job.task):
+        fixed = "batch_size" in job.task_options or not options.tune_batch_size
+        smallest = budgets.default_batch_size(job.task, dict(job.task_options))
+        batch = smallest if fixed else min(smallest, *asha_spaces.batch_sizes())
+    length = budgets.most_evaluations(config.budget, config.max_t, batch)
+    if length is None:
+        return (0, f"tuning {searches} × {options.num_samples} samples × {config.max_t} s"), (0, "")
+    field = "strategy_options.max_t" if options.max_t is not None else "step_scale"
+    _check_length(field, options.max_t or job.step_scale, length, limits)
+    tuning = f"tuning {searches} × {options.num_samples} samples × {length} steps"
+    return (searches * options.num_samples * length, tuning), _final(job, length)
 
 
 def _onepass_cost(job: TuneJob, limits: Limits) -> tuple[tuple[int, str], tuple[int, str]]:
@@ -281,12 +293,12 @@ def _onepass_cost(job: TuneJob, limits: Limits) -> tuple[tuple[int, str], tuple[
         steps = options.steps
         _at_most("strategy_options.steps", steps, limits.max_steps, "MAX_STEPS")
     else:
-        steps = final_length(job.task, job.step_scale)
+        steps, _ = resolve_steps(job.task, None, job.step_scale)
         _check_length("step_scale", job.step_scale, steps, limits)
-    evaluation = (
-        (job.seeds * steps, f"evaluation {job.seeds} seeds × {steps} steps") if job.evaluate else (0, "")
-    )
-    return (steps, f"tuning {steps} steps"), evaluation
+    k = options.initialisations
+    # K initialisations, each trained by one-pass and by the Random baseline
+    evaluation = (2 * k * steps, f"evaluation 2 methods × {k} initialisations × {steps} steps")
+    return (steps, f"tuning {steps} steps"), evaluation if job.evaluate else (0, "")
 
 
 def _no_cost(job: TuneJob, limits: Limits) -> tuple[tuple[int, str], tuple[int, str]]:

@@ -43,7 +43,7 @@ def positive_int(name: str, value: Any) -> int:
 
 
 def optional_positive_int(name: str, value: Any) -> int | None:
-    """None (no limit) or an integer >= 1."""
+    """Null (no limit) or an integer >= 1."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -59,7 +59,7 @@ def boolean(name: str, value: Any) -> bool:
 
 
 def optional_path(name: str, value: Any) -> Path | None:
-    """None (use the default data directory) or a path."""
+    """Null (the default data directory) or a path."""
     if value is None:
         return None
     if not isinstance(value, (str, Path)) or str(value) == "":
@@ -75,6 +75,7 @@ def choice(*choices: str) -> Check:
             _fail(name, value, " | ".join(choices))
         return value
 
+    check.__doc__ = " | ".join(choices)
     return check
 
 
@@ -87,9 +88,20 @@ class Option:
     description: str
     check: Check
 
+    @property
+    def allowed(self) -> str:
+        """The values it takes, in words (its check's docstring: "an integer >= 1")."""
+        words = (self.check.__doc__ or "any value").strip().rstrip(".")
+        return words[:1].lower() + words[1:]
+
     def describe(self) -> dict[str, Any]:
         default = str(self.default) if isinstance(self.default, Path) else self.default
-        return {"name": self.name, "default": default, "description": self.description}
+        return {
+            "name": self.name,
+            "default": default,
+            "description": self.description,
+            "allowed": self.allowed,
+        }
 
 
 DATA_DIR = Option(
@@ -122,7 +134,7 @@ class TaskSpec:
         known = {option.name: option for option in self.options}
         for key in given:
             if key not in known:
-                allowed = " | ".join(known) or "no options"
+                allowed = " | ".join(f"{n} ({o.allowed})" for n, o in known.items()) or "no options"
                 raise ValueError(f"Unknown option {key!r} for task {self.name!r} (allowed: {allowed})")
         return {name: option.check(name, given.get(name, option.default)) for name, option in known.items()}
 

@@ -184,18 +184,55 @@ MetaDtypeOpt = Annotated[
     ),
 ]
 
+TaskOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--task-option",
+        metavar="KEY=VALUE",
+        help="A task option (repeatable), e.g. batch_size=3200 or start=random (see `lodotune tasks`).",
+    ),
+]
+
+
+def parse_task_options(pairs: list[str] | None, flag: str = "--task-option") -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as task options: a VALUE that reads as JSON (3200, 0.5, true, null) is
+    that value, any other is the string; the task checks names and values."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            fail(f"Invalid {flag}: {pair!r} (allowed: KEY=VALUE, e.g. batch_size=3200)")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        options[key] = value if isinstance(value, (bool, int, float, str)) or value is None else text
+    return options
+
+
 # each strategy's command-line options: flag name → option name in the strategy's options model
 STRATEGY_FLAGS = {
     "ga": ("schedule", "generations", "population", "normalization", "decay_transform"),
     "asha": (
         "num_samples",
+        "budget",
         "max_t",
         "grace_period",
         "reduction_factor",
         "report_every",
+        "tune_baselines",
         "time_budget_s",
     ),
-    "onepass": ("steps", "update_interval", "lookback", "meta_lr", "per_parameter_lr", "tuned"),
+    "onepass": (
+        "steps",
+        "update_interval",
+        "lookback",
+        "meta_lr",
+        "per_parameter_lr",
+        "tuned",
+        "initialisations",
+        "validation",
+    ),
 }
 
 
@@ -232,15 +269,41 @@ def tune(
     ] = None,
     space_file: Annotated[Path | None, typer.Option(help="[ga] A custom search space (JSON).")] = None,
     num_samples: Annotated[int | None, typer.Option(help="[asha] Configurations drawn (200).")] = None,
-    max_t: Annotated[
-        int | None, typer.Option(help="[asha] Steps per trial (default: the task's final length).")
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="[asha] What max_t counts: examples (default with minibatches), updates (default "
+            "elsewhere), seconds or evaluations."
+        ),
     ] = None,
-    grace_period: Annotated[int | None, typer.Option(help="[asha] Steps before the first rung (10).")] = None,
+    max_t: Annotated[
+        int | None,
+        typer.Option(
+            help="[asha] Budget per trial (default: the task's final length, in the budget's unit)."
+        ),
+    ] = None,
+    grace_period: Annotated[
+        int | None, typer.Option(help="[asha] Budget before the first rung (10 updates' worth; 1 s).")
+    ] = None,
     reduction_factor: Annotated[
         float | None, typer.Option(help="[asha] Keep the best 1/this at each rung (4).")
     ] = None,
     report_every: Annotated[
-        int | None, typer.Option(help="[asha] Steps between reports to Tune (10).")
+        int | None, typer.Option(help="[asha] Budget between reports to Tune (grace period).")
+    ] = None,
+    tune_baselines: Annotated[
+        bool | None,
+        typer.Option(
+            help="[asha] Tune each --baseline with ASHA too (default), or run Table 6's / defaults."
+        ),
+    ] = None,
+    evaluation_task_options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--evaluation-task-option",
+            metavar="KEY=VALUE",
+            help="[asha] A task option of the final runs only (repeatable), e.g. start=fixed.",
+        ),
     ] = None,
     time_budget_s: Annotated[
         float | None, typer.Option(help="[asha] Stop the search after this many seconds.")
@@ -269,6 +332,13 @@ def tune(
     initial_momentum: Annotated[
         float | None, typer.Option(help="[onepass] Starting momentum (default: drawn).")
     ] = None,
+    initialisations: Annotated[
+        int | None, typer.Option(help="[onepass] Random initialisations evaluated, each with Random (100).")
+    ] = None,
+    validation: Annotated[
+        str | None, typer.Option(help="[onepass] The objective: minibatch (default, the paper's) or full.")
+    ] = None,
+    task_option: TaskOptionOpt = None,
     seed: Annotated[int, typer.Option(min=0, help="Job seed: every trial seed derives from it.")] = 0,
     executor: ExecutorOpt = "ray",
     ray_address: RayAddressOpt = None,
@@ -281,7 +351,9 @@ def tune(
     baselines: Annotated[
         list[str] | None, typer.Option("--baseline", help="Also evaluate (repeatable; ga and asha).")
     ] = None,
-    seeds: SeedsOpt = 8,
+    seeds: Annotated[
+        int | None, typer.Option(min=1, help="Evaluation runs per optimizer (ga 8, asha 50: the papers').")
+    ] = None,
     evaluate: Annotated[bool, typer.Option(help="Run the final evaluation after tuning.")] = True,
     studies: Annotated[
         int,
@@ -318,6 +390,7 @@ def tune(
         "space_file": "ga",
     }
     flags.update(
+        evaluation_task_options="asha",
         tuned_names="onepass",
         initial_lr="onepass",
         initial_weight_decay="onepass",
@@ -327,6 +400,10 @@ def tune(
     if foreign:
         fail(f"{', '.join(foreign)}: not options of --strategy {strategy} (see `lodotune strategies`)")
     options = {name: given[name] for name in STRATEGY_FLAGS[strategy] if name in given and name != "tuned"}
+    if evaluation_task_options:
+        options["evaluation_task_options"] = parse_task_options(
+            evaluation_task_options, "--evaluation-task-option"
+        )
     if strategy == "onepass":
         options.update(
             {"tuned": tuned_names} if tuned_names else {}, **({"initial": initial} if initial else {})
@@ -354,8 +431,9 @@ def tune(
             "num_cpus_per_trial": num_cpus_per_trial,
             "num_gpus_per_trial": num_gpus_per_trial,
             "baselines": baselines or [],
-            "seeds": seeds,
+            **({"seeds": seeds} if seeds is not None else {}),
             "evaluate": evaluate,
+            "task_options": parse_task_options(task_option),
             "studies": studies,
         },
     )
@@ -414,6 +492,7 @@ def evaluate_command(
     meta_dtype: MetaDtypeOpt = None,
     vectorize: VectorizeOpt = "auto",
     members_per_task: MembersPerTaskOpt = None,
+    task_option: TaskOptionOpt = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/evaluation"),
@@ -433,6 +512,7 @@ def evaluate_command(
             "meta_dtype": meta_dtype,
             "vectorize": vectorize,
             "members_per_task": members_per_task,
+            "task_options": parse_task_options(task_option),
         },
     )
     document = None

@@ -142,6 +142,8 @@ def evaluate(
     value_sources: Mapping[str, Mapping[str, str]] | None = None,
     optimizer_options: Mapping[str, Mapping[str, str]] | None = None,
     metric_every: int | None = None,
+    entry_steps: Mapping[str, int] | None = None,
+    entry_task_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run every optimizer in ``entries`` (name → hyperparameters) for ``seeds`` runs; runs already
     kept in ``out_dir/runs`` for the same spec are reused, not run again. ``metric_every``: every
@@ -150,11 +152,16 @@ def evaluate(
     ``sources`` says where an optimizer's values came from ("given" by default);
     ``value_sources`` (optimizer → hyperparameter → source, e.g. "paper Table 6 (halved)") where
     one value came from elsewhere than the rest; ``optimizer_options`` (optimizer → registry
-    options, e.g. LODO's ``{"meta_dtype": "float32"}``) how each is built.
+    options, e.g. LODO's ``{"meta_dtype": "float32"}``) how each is built. ``entry_steps`` and
+    ``entry_task_options`` give an optimizer its own length and task options (an ASHA job's
+    optimizers, each at its tuned batch size for the same budget); each optimizer's entry says
+    which it ran with.
     """
     if seeds < 1:
         raise ValueError(f"Invalid seeds: {seeds} (allowed: an integer >= 1)")
     scored = window(steps)
+    steps_of = {name: (entry_steps or {}).get(name, steps) for name in entries}
+    options_of = {name: dict((entry_task_options or {}).get(name, task_options or {})) for name in entries}
     row_sources = {name: (sources or {}).get(name, "given") for name in entries}
     per_value_sources = _value_sources(entries, row_sources, value_sources or {})
     run_seeds = [ga.evaluation_seed(job_seed, r) for r in range(seeds)]
@@ -164,8 +171,8 @@ def evaluate(
             name,
             dict(values),
             seed=s,
-            steps=steps,
-            task_options=dict(task_options or {}),
+            steps=steps_of[name],
+            task_options=options_of[name],
             device=device,
             optimizer_options=dict((optimizer_options or {}).get(name, {})),
             metric_every=metric_every,
@@ -191,13 +198,17 @@ def evaluate(
         "optimizers": {},
     }
     for name, runs in by_optimizer.items():
-        summary = summarize(name, runs, steps)
+        summary = summarize(name, runs, steps_of[name])
+        scored_here = window(steps_of[name])
         metric_names = sorted({k for r in runs for k in r.metrics})
         document["optimizers"][name] = {
             "hyperparameters": dict(entries[name]),
             "source": row_sources[name],
             "value_sources": per_value_sources[name],
             "optimizer_options": dict((optimizer_options or {}).get(name, {})),
+            "steps": steps_of[name],
+            "window": [scored_here.first, scored_here.last],
+            "task_options": options_of[name],
             "mean": _finite_or_none(summary.mean),
             "std": _finite_or_none(summary.std),
             "diverged": summary.diverged,
@@ -212,7 +223,7 @@ def evaluate(
             "per_run": [
                 {
                     "seed": r.spec.seed,
-                    "window_mean": _finite_or_none(window_mean(r.losses, steps)),
+                    "window_mean": _finite_or_none(window_mean(r.losses, steps_of[name])),
                     "status": r.status,
                     "diverged": r.diverged,
                     "error": r.error,
@@ -239,6 +250,17 @@ def evaluate(
     return document
 
 
+def own_settings(document: Mapping[str, Any], entry: Mapping[str, Any]) -> tuple[str, str]:
+    """What one optimizer ran with that the document's header does not say: its own scored
+    window (``" (evals a–b)"``) and task options (``"batch_size=400"``), empty where it has none."""
+    window_note = ""
+    if entry.get("window", document["window"]) != document["window"]:
+        window_note = f" (evals {entry['window'][0]}–{entry['window'][1]})"
+    own = entry.get("task_options", document["task_options"])
+    options = ", ".join(f"{k}={v}" for k, v in own.items() if document["task_options"].get(k) != v)
+    return window_note, options
+
+
 def markdown_table(document: Mapping[str, Any]) -> str:
     low, high = document["window"]
     lines = [
@@ -259,12 +281,17 @@ def markdown_table(document: Mapping[str, Any]) -> str:
             loss = f"{entry['mean']:.6g} ± {entry['std']:.2g}"
         else:  # no run finished ok with a finite window
             loss = "diverged" if entry["diverged"] else "error"
+        window_note, options = own_settings(document, entry)
         # a value's own source is shown only where it is not the row's
         hps = ", ".join(
-            f"{k}={v:.4g}"
-            + (f" ({entry['value_sources'][k]})" if entry["value_sources"][k] != entry["source"] else "")
-            for k, v in entry["hyperparameters"].items()
+            [
+                f"{k}={v:.4g}"
+                + (f" ({entry['value_sources'][k]})" if entry["value_sources"][k] != entry["source"] else "")
+                for k, v in entry["hyperparameters"].items()
+            ]
+            + ([options] if options else [])
         )
+        loss += window_note
         rate = "–" if entry["steps_per_second"] is None else f"{entry['steps_per_second']:,.0f}"
         lines.append(
             f"| {name} | {loss} | {entry['diverged']}/{runs} | {entry['errors']}/{runs} | {rate} "

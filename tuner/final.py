@@ -17,7 +17,7 @@ import lodo
 import schedules
 
 from . import events as ev
-from .evaluate import evaluate
+from .evaluate import evaluate, own_settings
 from .rundir import write_json
 from .summary import bootstrap_summary
 from .tables import Summary
@@ -131,6 +131,10 @@ class EvaluationPlan:
     task_options: dict[str, Any] = field(default_factory=dict)
     meta_dtype: str | None = None
     metric_every: int | None = None  # sample the task metrics during training (lodotune reproduce)
+    # an optimizer's own length and task options (an ASHA job's: one budget, each its batch size)
+    entry_steps: dict[str, int] = field(default_factory=dict)
+    entry_task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budget: dict[str, Any] | None = None  # what the lengths were derived from (ASHA's budget)
 
 
 def plan_after_tuning(
@@ -230,7 +234,11 @@ def run_plan(plan: EvaluationPlan, ctx: JobContext, *, bootstrap: bool = False) 
         optimizer_options={name: optimizer_options(name, plan.meta_dtype) for name in plan.entries},
         progress=on_run,
         metric_every=plan.metric_every,
+        entry_steps=plan.entry_steps,
+        entry_task_options=plan.entry_task_options,
     )
+    if plan.budget is not None:
+        document["budget"] = plan.budget
     runs = [run for entry in document["optimizers"].values() for run in entry["per_run"]]
     if all(run["status"] == "error" for run in runs):
         raise AllTrialsFailed(f"every evaluation run raised an error, the first: {runs[0]['error']}")
@@ -238,6 +246,7 @@ def run_plan(plan: EvaluationPlan, ctx: JobContext, *, bootstrap: bool = False) 
         summary = bootstrap_summary(document, resamples=BOOTSTRAP_RESAMPLES, seed=plan.job_seed)
         document["bootstrap"] = {"resamples": BOOTSTRAP_RESAMPLES, "optimizers": summary}
         write_json(out_dir / "bootstrap.json", document["bootstrap"])
+    if bootstrap or plan.budget is not None:
         write_json(out_dir / "results.json", document)
     return document
 
@@ -250,7 +259,9 @@ def results_tables(document: Mapping[str, Any]) -> list[Summary]:
     title = f"{document['task']}: {len(document['seeds'])} seeds × {document['steps']} evaluations"
     rows, lines = [], []
     for name, e in document["optimizers"].items():
+        window_note, options = own_settings(document, e)
         loss = "no finite run" if e["mean"] is None else f"{e['mean']:.6g} ± {e['std']:.2g}"
+        loss += window_note
         rate = "-" if e["steps_per_second"] is None else f"{e['steps_per_second']:,.0f}"
         errors = e.get("errors", 0)
         rows.append((name, loss, f"{e['diverged']}/{e['runs']}", f"{errors}/{e['runs']}", rate, e["source"]))
@@ -260,7 +271,7 @@ def results_tables(document: Mapping[str, Any]) -> list[Summary]:
             + (f" ({value_sources[k]})" if value_sources.get(k, e["source"]) != e["source"] else "")
             for k, v in e["hyperparameters"].items()
         )
-        lines.append(f"  {name}: {values}")
+        lines.append(f"  {name}: {values}" + (f"; {options}" if options else ""))
         if e.get("error"):
             lines.append(f"  {name}: first error: {e['error']}")
     if rule and not rule.startswith("evaluations strictly inside"):

@@ -18,8 +18,8 @@ import tasks as task_registry
 from .final import final_length
 from .population import Vectorize, check_supported
 from .strategies import STRATEGIES, get_strategy
+from .strategies.base import OptionValue
 
-OptionValue = bool | int | float | str
 MetaDtype = Literal["float32", "float64"]
 Device = Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")]
 # A JSON number (an integer is one too), never a string, NaN or an infinity.
@@ -88,7 +88,13 @@ class _Job(BaseModel):
     meta_dtype: MetaDtype | None = Field(
         None, description="LODO's meta-state dtype (default float64, the authors'); LODO-family only."
     )
-    seeds: int = Field(8, ge=1, le=256, strict=True, description="Final evaluation runs per optimizer.")
+    seeds: int = Field(
+        8,
+        ge=1,
+        le=256,
+        strict=True,
+        description="Final evaluation runs per optimizer (a tune job's default: its strategy's; asha 50).",
+    )
     vectorize: Vectorize = Field(
         "auto",
         description=(
@@ -154,6 +160,8 @@ class TuneJob(_Job):
                         f"(allowed: the job's strategy, {strategy!r})"
                     )
                 data = {**data, "strategy_options": {**options, "strategy": strategy}}
+            if "seeds" not in data and isinstance(strategy, str) and strategy in STRATEGIES:
+                data = {**data, "seeds": get_strategy(strategy).default_seeds}
         return data
 
     @model_validator(mode="after")

@@ -126,7 +126,12 @@ UNBOUNDED = [
         "LODOTUNE_MAX_NUM_SAMPLES",
     ),
     (
-        {"task": "digits-mlp", "optimizer": "adam", "strategy": "asha", "strategy_options": {"max_t": 10**7}},
+        {
+            "task": "digits-mlp",
+            "optimizer": "adam",
+            "strategy": "asha",
+            "strategy_options": {"max_t": 10**7, "budget": "evaluations"},
+        },
         "strategy_options.max_t: 10000000",
         "LODOTUNE_MAX_STEPS",
     ),
@@ -135,7 +140,8 @@ UNBOUNDED = [
             "task": "digits-mlp",
             "optimizer": "adam",
             "strategy": "asha",
-            "strategy_options": {"num_samples": 10_000, "max_t": 100_000},
+            "seeds": 8,
+            "strategy_options": {"num_samples": 10_000, "max_t": 100_000, "budget": "evaluations"},
         },
         "job size: 1000",
         "LODOTUNE_MAX_TRIAL_STEPS",
@@ -434,3 +440,27 @@ def test_bad_list_filters_are_422s_on_both_stores(serve, database_url):
             assert response.status_code == 422, (query, response.text)
             assert response.json()["detail"][0]["loc"][0] == "query", query
         assert client.get("/jobs?task=rosenbrock&optimizer=adam,lodo").status_code == 200
+
+
+def test_an_asha_jobs_size_counts_its_budget_in_evaluations_and_every_search():
+    from api.limits import Limits, _asha_cost
+    from tuner.specs import TuneJob
+
+    limits = Limits()
+
+    def cost(**options):
+        job = TuneJob(task="digits-mlp", optimizer="adamqlr", strategy="asha", seeds=2, **options)
+        return _asha_cost(job, limits)
+
+    (tuning, _), (final, _) = cost(strategy_options={"num_samples": 10, "budget": "examples", "max_t": 5000})
+    # the smallest batch ASHA may draw (50): 100 updates, two evaluations each
+    assert (tuning, final) == (10 * 200, 2 * 200)
+    (tuning, _), (final, _) = cost(
+        baselines=["adam"], strategy_options={"num_samples": 10, "budget": "updates", "max_t": 100}
+    )
+    assert (tuning, final) == (2 * 10 * 200, 2 * 2 * 200)  # the baseline's search counts too
+    (tuning, _), _ = cost(
+        strategy_options={"num_samples": 10, "budget": "examples", "max_t": 5000},
+        task_options={"batch_size": 500},
+    )
+    assert tuning == 10 * 2 * 10

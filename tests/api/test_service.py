@@ -464,8 +464,7 @@ def test_onepass_and_asha_jobs_through_the_api(serve):
             json={
                 "task": "digits-mlp",
                 "strategy": "onepass",
-                "seeds": 2,
-                "strategy_options": {"steps": 30, "initial": {"lr": 0.05}},
+                "strategy_options": {"steps": 30, "initial": {"lr": 0.05}, "initialisations": 2},
             },
         ).json()["id"]
         asha = client.post(

@@ -90,7 +90,7 @@ def test_describe_is_json_and_needs_no_data(tmp_path, monkeypatch):
         }
         assert isinstance(entry["num_parameters"], int)
         for option in entry["options"]:
-            assert set(option) == {"name", "default", "description"}
+            assert set(option) == {"name", "default", "description", "allowed"}
     dtypes = {entry["name"]: entry["dtype"] for entry in entries}
     assert dtypes["noisy-quadratic-bowl"] == dtypes["rosenbrock"] == dtypes["rosenbrock-classic"] == "float64"
     assert dtypes["mnist-autoregression"] == dtypes["digits-mlp"] == "float32"
@@ -133,7 +133,8 @@ def test_unknown_task_lists_every_name():
         (
             "noisy-quadratic-bowl",
             {"simga": 1.0},
-            "Unknown option 'simga' for task 'noisy-quadratic-bowl' (allowed: n | sigma)",
+            "Unknown option 'simga' for task 'noisy-quadratic-bowl' (allowed: n (an integer >= 1) | "
+            "sigma (a finite number > 0))",
         ),
         ("rosenbrock", {"n": 3}, "Unknown option 'n' for task 'rosenbrock' (allowed: no options)"),
     ],

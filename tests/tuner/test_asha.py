@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from tuner.summary import bootstrap_median
 
 COMMON_KEYS = {"strategy", "task", "optimizer", "hyperparameters", "transforms", "settings", "job_seed"}
 COMMON_KEYS |= {"task_options", "versions"}
-SMALL = {"num_samples": 8, "max_t": 32, "grace_period": 4, "report_every": 4}
+SMALL = {"num_samples": 8, "max_t": 32, "grace_period": 4, "report_every": 4, "budget": "updates"}
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_bootstrap_median_is_seeded_and_skips_non_finite_runs():
     assert bootstrap_median([math.nan], resamples=10)["median"] is None
 
 
-KILLED = {"num_samples": 10, "max_t": 300, "grace_period": 25, "report_every": 25}
+KILLED = {"num_samples": 10, "max_t": 300, "grace_period": 25, "report_every": 25, "budget": "updates"}
 _FIRST_ATTEMPT = """
 import sys
 from tuner.strategies.asha import AshaConfig, tune_asha
@@ -190,6 +191,7 @@ def test_a_time_budget_that_cuts_trials_off_ends_with_the_finished_ones(ray_sess
         max_t=2000,
         grace_period=2000,
         report_every=100,
+        budget="updates",
         time_budget_s=30,
         num_cpus_per_trial=2,
     )
@@ -197,3 +199,197 @@ def test_a_time_budget_that_cuts_trials_off_ends_with_the_finished_ones(ray_sess
     assert 1 <= len(document["trials"]) < config.num_samples
     assert all(set(t["values"]) == set(lodo.get("momentum").names) for t in document["trials"])
     assert document["best"]["trial_id"] in {t["trial_id"] for t in document["trials"]}
+
+
+def _trainable_reports(monkeypatch, optimizer, *, budget, max_t, every, batch_size=None, task="digits-mlp"):
+    """What the Tune trainable reports for one trial, run in this process (tune.report captured)."""
+    from ray import tune
+
+    from tuner.strategies import asha
+
+    reports = []
+    monkeypatch.setattr(tune, "report", reports.append)
+    sampled = {"seed": 5, **({"batch_size": batch_size} if batch_size else {})}
+    space = asha_spaces.asha_space(optimizer)
+    sampled |= {
+        name: d.low if d.distribution != "one_minus_loguniform" else 0.1 for name, d in space.params.items()
+    }
+    settings = {
+        "task": task,
+        "optimizer": optimizer,
+        "space": space,
+        "task_options": {},
+        "device": "cpu",
+        "max_t": max_t,
+        "report_every": every,
+        "metric": "training_loss",
+        "threads": 1,
+        "optimizer_options": {},
+        "budget": budget,
+        "final_steps": 100,
+    }
+    asha._train(sampled, settings)
+    return reports
+
+
+def test_equal_budgets_in_examples_give_a_batch_of_3200_a_64th_of_the_updates_of_a_batch_of_50(monkeypatch):
+    # digits-autoregression draws its images with replacement: a batch of 3200 is 3200 examples
+    small = _trainable_reports(
+        monkeypatch,
+        "adam",
+        budget="examples",
+        max_t=6400,
+        every=6400,
+        batch_size=50,
+        task="digits-autoregression",
+    )
+    large = _trainable_reports(
+        monkeypatch,
+        "adam",
+        budget="examples",
+        max_t=6400,
+        every=6400,
+        batch_size=3200,
+        task="digits-autoregression",
+    )
+    assert (small[-1]["updates"], large[-1]["updates"]) == (128, 2)
+    assert small[-1]["examples"] == large[-1]["examples"] == 6400
+    assert small[-1]["budget_used"] == large[-1]["budget_used"] == 6400
+
+
+def test_an_update_of_a_full_batch_task_sees_the_training_set_once():
+    import tasks
+    from tuner import budgets
+
+    task = tasks.build("digits-mlp", seed=0, device="cpu", batch_size=3200)
+    assert budgets.examples_per_update(task, 3200) == len(task.train_set[0]) < 3200
+    assert budgets.examples_per_update(task, 50) == 50
+
+
+@pytest.mark.parametrize("budget", ["examples", "updates"])
+def test_adamqlr_and_adam_get_the_same_updates_under_an_examples_or_updates_budget(monkeypatch, budget):
+    max_t = 12 * 50 if budget == "examples" else 12
+    runs = {
+        name: _trainable_reports(monkeypatch, name, budget=budget, max_t=max_t, every=max_t, batch_size=50)[
+            -1
+        ]
+        for name in ("adam", "adamqlr")
+    }
+    assert runs["adam"]["updates"] == runs["adamqlr"]["updates"] == 12
+    assert (runs["adam"]["evaluations"], runs["adamqlr"]["evaluations"]) == (12, 24)
+    # the LODO paper's count charges AdamQLR its second evaluation: half the updates
+    evaluations = {
+        name: _trainable_reports(monkeypatch, name, budget="evaluations", max_t=12, every=12, batch_size=50)[
+            -1
+        ]
+        for name in ("adam", "adamqlr")
+    }
+    assert (evaluations["adam"]["updates"], evaluations["adamqlr"]["updates"]) == (12, 6)
+
+
+def test_a_seconds_budget_stops_the_trial_by_its_clock(monkeypatch):
+    from tuner import budgets
+
+    clock = iter(range(1000))
+    monkeypatch.setattr(budgets, "clock", lambda: float(next(clock)))
+    reports = _trainable_reports(monkeypatch, "adam", budget="seconds", max_t=5, every=2, batch_size=50)
+    assert reports[-1]["budget_used"] >= 5 and reports[-1]["seconds"] >= 5
+    assert all(r["budget_used"] < 5 for r in reports[:-1]) and len(reports) >= 2
+
+
+@pytest.mark.parametrize(
+    ("task", "options", "message"),
+    [
+        ("rosenbrock", {"budget": "examples"}, "Invalid budget for rosenbrock (it has no minibatches"),
+        ("digits-mlp", {"budget": "hours"}, "budget"),
+    ],
+)
+def test_a_budget_the_task_cannot_measure_is_refused(task, options, message):
+    from tuner.specs import TuneJob
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TuneJob(task=task, optimizer="adam", strategy="asha", strategy_options=options)
+
+
+def test_the_default_budget_and_seeds_are_the_papers():
+    from tuner.specs import TuneJob
+    from tuner.strategies.asha import STRATEGY
+
+    batched = TuneJob(task="digits-mlp", optimizer="adam", strategy="asha")
+    config = STRATEGY.config(batched)
+    assert batched.seeds == 50 and TuneJob(task="digits-mlp", optimizer="adam").seeds == 8
+    # the task's final length in updates at its default batch size (50)
+    assert (config.budget, config.max_t, config.grace_period, config.report_every) == (
+        "examples",
+        50_000,
+        500,
+        500,
+    )
+    plain = STRATEGY.config(TuneJob(task="rosenbrock", optimizer="adam", strategy="asha"))
+    assert (plain.budget, plain.max_t, plain.grace_period) == ("updates", 200, 10)
+    timed = STRATEGY.config(
+        TuneJob(task="digits-mlp", optimizer="adam", strategy="asha", strategy_options={"budget": "seconds"})
+    )
+    assert (timed.max_t, timed.grace_period) == (900, 1)
+
+
+def test_the_final_runs_give_every_optimizer_the_budget_in_its_own_updates(asha_run):
+    from tuner.specs import TuneJob
+    from tuner.strategies.asha import final_plan
+
+    _, document, _, _ = asha_run  # momentum, 32 updates at its tuned batch size
+    job = TuneJob(
+        task="digits-mlp",
+        optimizer="momentum",
+        strategy="asha",
+        baselines=["adamqlr", "adam"],
+        strategy_options={**SMALL, "tune_baselines": False},
+    )
+    plan = final_plan(job, document)
+    assert plan.entry_steps == {"momentum": 32, "adamqlr": 64, "adam": 32}
+    batch = document["task_options"]["batch_size"]
+    assert all(options == {"batch_size": batch} for options in plan.entry_task_options.values())
+    assert plan.entries["adamqlr"].source.startswith("defaults")
+    assert plan.budget["kind"] == "updates" and plan.budget["per_optimizer"]["adamqlr"]["evaluations"] == 64
+    # in examples, a batch of 400 gets an eighth of the updates a batch of 50 gets
+    examples = {
+        **document,
+        "budget": {"kind": "examples", "max_t": 4000},
+        "task_options": {"batch_size": 400},
+    }
+    plan = final_plan(job, examples)
+    assert plan.entry_steps == {"momentum": 10, "adamqlr": 20, "adam": 10}
+
+
+def test_an_asha_jobs_baselines_are_tuned_by_asha_in_their_own_space_and_batch_size(ray_session, tmp_path):
+    from tuner.jobs import run_tune_job
+    from tuner.specs import TuneJob
+
+    job = TuneJob(
+        task="digits-mlp",
+        optimizer="momentum",
+        strategy="asha",
+        baselines=["adam"],
+        seeds=2,
+        strategy_options={"num_samples": 3, "budget": "examples", "max_t": 800, "grace_period": 200},
+    )
+    documents = run_tune_job(job, JobContext(RunDir(tmp_path)))
+    tuned, results = documents["hyperparameters"], documents["results"]
+    adam = tuned["baselines"]["adam"]
+    own = read_json(tmp_path / "baselines" / "adam" / "hyperparameters.json")
+    assert adam["run_dir"] == "baselines/adam" and adam["trials"] == len(own["trials"]) == 3
+    assert own["optimizer"] == "adam" and set(own["search_space"]["params"]) == {"lr"}
+    assert adam["hyperparameters"] == own["hyperparameters"] != lodo.get("adam").defaults
+    assert (
+        own["budget"]
+        == tuned["budget"]
+        == {"kind": "examples", "max_t": 800, "counts": own["budget"]["counts"]}
+    )
+    entry = results["optimizers"]["adam"]
+    assert entry["source"] == "tuned (ASHA)" and entry["hyperparameters"] == own["hyperparameters"]
+    assert entry["task_options"] == own["task_options"]
+    for name, document in (("momentum", tuned), ("adam", own)):
+        batch = document["task_options"]["batch_size"]
+        expected = math.ceil(800 / min(batch, 1437))
+        assert results["budget"]["per_optimizer"][name]["evaluations"] == max(2, expected)
+        assert results["optimizers"][name]["steps"] == max(2, expected)

@@ -124,7 +124,7 @@ def test_strategies_json_lists_the_three_strategies_with_settings():
 
 
 def test_tune_onepass_end_to_end(tmp_path):
-    args = ["tune", "digits-mlp", "--strategy", "onepass", "--steps", "30", "--seeds", "2"]
+    args = ["tune", "digits-mlp", "--strategy", "onepass", "--steps", "30", "--initialisations", "2"]
     args += ["--initial-lr", "0.02", "--initial-weight-decay", "1e-4", "--initial-momentum", "0.5"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -134,7 +134,9 @@ def test_tune_onepass_end_to_end(tmp_path):
     assert document["initial"] == {"lr": 0.02, "weight_decay": 1e-4, "momentum": 0.5}
     assert len(document["trajectory"]) == 3
     evaluation = json.loads((tmp_path / "evaluation" / "results.json").read_text())
-    assert len(evaluation["per_run"]) == 2 and evaluation["diverged"] == 0
+    # two initialisations, each trained by one-pass and by the Random baseline
+    assert len(evaluation["per_run"]) == 4 and evaluation["diverged"] == 0
+    assert sorted(r["method"] for r in evaluation["per_run"]) == ["onepass", "onepass", "random", "random"]
     # the tuned values re-run as fixed hyperparameters of the registered `sgd`, beside a baseline
     tuned = str(tmp_path / "hyperparameters.json")
     args = [
@@ -155,7 +157,8 @@ def test_tune_onepass_end_to_end(tmp_path):
     assert fixed["sgd"]["hyperparameters"] == document["hyperparameters"]
     assert fixed["sgd"]["source"] == tuned and fixed["sgd"]["diverged"] == 0
     assert fixed["momentum"]["source"] == "defaults"
-    assert evaluation["summary"]["test_loss"]["median"] > 0
+    onepass = evaluation["summary"]["onepass"]["metrics"]["test_loss"]
+    assert onepass["median"]["median"] > 0 and onepass["best"]["initialisation"] in (0, 1)
 
 
 def test_installed_console_script_runs():
@@ -227,3 +230,33 @@ def test_meta_dtype_reaches_lodo_and_is_recorded(tmp_path):
     assert json.loads((tmp_path / "t" / "hyperparameters.json").read_text())["optimizer_options"] == {
         "meta_dtype": "float32"
     }
+
+
+def test_a_task_option_from_the_command_line_reaches_the_task(tmp_path):
+    args = ["evaluate", "digits-mlp", "adam", "--tuned", "defaults", "--seeds", "1", "--steps", "4"]
+    result = runner.invoke(app, [*args, "--task-option", "batch_size=3200", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert evaluation["task_options"] == {"batch_size": 3200}
+    assert evaluation["optimizers"]["adam"]["task_options"] == {"batch_size": 3200}
+    args = ["tune", "digits-mlp", "adam", "--generations", "1", "--population", "2", "--step-scale", "0.01"]
+    args += ["--executor", "local", "--no-evaluate", "--task-option", "batch_size=3200"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "t" / "hyperparameters.json").read_text())["task_options"] == {
+        "batch_size": 3200
+    }
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("batch=3", "Unknown option 'batch' for task 'digits-mlp' (allowed: batch_size (an integer >= 1))"),
+        ("batch_size=big", "Invalid batch_size: 'big' (allowed: an integer >= 1)"),
+        ("batch_size", "Invalid --task-option: 'batch_size' (allowed: KEY=VALUE"),
+    ],
+)
+def test_a_bad_task_option_names_the_allowed_ones(tmp_path, option, message):
+    args = ["evaluate", "digits-mlp", "adam", "--tuned", "defaults", "--seeds", "1", "--steps", "4"]
+    result = runner.invoke(app, [*args, "--task-option", option, "--out", str(tmp_path)])
+    assert result.exit_code != 0 and message in " ".join(result.output.split())

@@ -19,9 +19,15 @@ SMALL_JOBS = {
     "ga": {"optimizer": "sgd", "step_scale": 0.02, "strategy_options": {"generations": 2, "population": 4}},
     "asha": {
         "optimizer": "sgd",
-        "strategy_options": {"num_samples": 4, "max_t": 8, "grace_period": 2, "report_every": 2},
+        "strategy_options": {
+            "num_samples": 4,
+            "max_t": 8,
+            "grace_period": 2,
+            "report_every": 2,
+            "budget": "updates",
+        },
     },
-    "onepass": {"strategy_options": {"steps": 20}},
+    "onepass": {"strategy_options": {"steps": 20, "initialisations": 2}},
 }
 COMMON_KEYS = {"strategy", "task", "optimizer", "hyperparameters", "transforms", "job_seed", "task_options"}
 COMMON_KEYS |= {"versions"}

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from ..tables import Summary
 from ..trial import AllTrialsFailed
 
-__all__ = ["AllTrialsFailed", "Strategy", "StrategyOptions", "Summary"]
+__all__ = ["AllTrialsFailed", "OptionValue", "Strategy", "StrategyOptions", "Summary"]
+
+OptionValue = bool | int | float | str  # a task option's value in a request
 
 if TYPE_CHECKING:
     from ..runtime import JobContext
@@ -46,6 +48,7 @@ class Strategy(Protocol):
     summary_line: str
     Options: type[StrategyOptions]
     resumable: bool  # False: a restarted job tunes again from the start
+    default_seeds: int  # final evaluation runs per optimizer when a job does not say
     tunes_optimizer: bool  # False: the strategy brings its own optimizer (one-pass tunes SGD)
 
     def check(self, job: TuneJob) -> None:

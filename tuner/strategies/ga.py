@@ -274,6 +274,7 @@ class GeneticAlgorithm:
     summary_line = "the LODO paper's genetic algorithm (lodo.md §3), one checkpoint per generation"
     Options = GaOptions
     resumable = True
+    default_seeds = 8  # lodo.md §3.6
     tunes_optimizer = True
 
     def config(self, job: TuneJob) -> TuneConfig:
