@@ -42,6 +42,7 @@ SUPPORTED = (
     "rosenbrock-classic",
     "noisy-quadratic-bowl",
     "digits-mlp",
+    "diabetes-mlp",
     "fashion-mnist-mlp",
     "uci-energy",
     "uci-protein",

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from tasks import (
+    diabetes_mlp,
     digits_autoregression,
     digits_mlp,
     fashion_mnist_mlp,
@@ -36,6 +37,7 @@ SPECS: tuple[TaskSpec, ...] = (
     fashion_mnist_mlp.SPEC,
     digits_autoregression.SPEC,
     digits_mlp.SPEC,
+    diabetes_mlp.SPEC,
 )
 TASK_NAMES: tuple[str, ...] = tuple(spec.name for spec in SPECS)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -1,8 +1,8 @@
 """Minibatch supervised learning with an MLP: the AdamQLR / one-pass tasks (clarke.md §3, §5.5).
 
-Shared by ``uci-energy``, ``uci-protein``, ``fashion-mnist-mlp`` and ``digits-mlp``. Following the
-AdamQLR code: the "train" file is split into train / validation by rounding the train part to the
-nearest integer; inputs (and, for regression, targets) are standardised per feature with the
+Shared by ``uci-energy``, ``uci-protein``, ``fashion-mnist-mlp``, ``digits-mlp`` and ``diabetes-mlp``.
+Following the AdamQLR code: the "train" file is split into train / validation by rounding the
+train part to the nearest integer; inputs (and, for regression, targets) are standardised per feature with the
 statistics of train + validation (population std, a zero std replaced by 1); the MLP is Haiku's
 (ReLU between layers, none after the last; weights truncated normal at ±2σ with σ = 1/√fan_in,
 zero biases — not PyTorch's Kaiming-uniform default). Batches: a fresh permutation per epoch, the
@@ -212,3 +212,32 @@ class SupervisedTask:
             else:
                 result[f"{split}_mse"] = float(F.mse_loss(outputs, targets).double() * self.target_std**2)
         return result
+
+
+def regression_task(
+    name: str,
+    sizes: Sequence[int],
+    train_val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    validation_proportion: float,
+    seed: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch_size: int,
+) -> SupervisedTask:
+    """An MLP regression task on standardised inputs and targets (the UCI recipe)."""
+    data, target_std = prepare(
+        train_val, test, validation_proportion=validation_proportion, standardize_targets=True
+    )
+    return SupervisedTask(
+        name=name,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        sizes=sizes,
+        data=data,
+        classification=False,
+        batch_size=batch_size,
+        target_std=target_std,
+    )

@@ -34,22 +34,16 @@ def build_uci(
 ) -> supervised.SupervisedTask:
     """A UCI regression task on ``layout``'s files (shared with ``uci-protein``)."""
     x, y = uci.load_uci(resolve_data_dir(data_dir), layout)
-    data, target_std = supervised.prepare(
+    return supervised.regression_task(
+        name,
+        sizes,
         (x[: layout.train_val], y[: layout.train_val]),
         (x[-layout.test :], y[-layout.test :]),
         validation_proportion=VALIDATION_PROPORTION,
-        standardize_targets=True,
-    )
-    return supervised.SupervisedTask(
-        name=name,
         seed=seed,
         device=device,
         dtype=dtype,
-        sizes=sizes,
-        data=data,
-        classification=False,
         batch_size=batch_size,
-        target_std=target_std,
     )
 
 

@@ -22,6 +22,7 @@ EXPECTED_NAMES = (
     "fashion-mnist-mlp",
     "digits-autoregression",
     "digits-mlp",
+    "diabetes-mlp",
 )
 
 
@@ -60,6 +61,7 @@ INDEPENDENT_COUNTS = {
     "fashion-mnist-mlp": mlp_count(784, 50, 10),
     "digits-autoregression": autoregression_count(3, 17),
     "digits-mlp": mlp_count(64, 50, 10),
+    "diabetes-mlp": mlp_count(10, 50, 1),
 }
 
 
@@ -95,9 +97,10 @@ def test_describe_is_json_and_needs_no_data(tmp_path, monkeypatch):
     assert dtypes["noisy-quadratic-bowl"] == dtypes["rosenbrock"] == dtypes["rosenbrock-classic"] == "float64"
     assert dtypes["mnist-autoregression"] == dtypes["digits-mlp"] == "float32"
     stands_in = {entry["name"]: entry["stands_in_for"] for entry in entries if entry["stands_in_for"]}
-    assert set(stands_in) == {"digits-autoregression", "digits-mlp"}
+    assert set(stands_in) == {"digits-autoregression", "digits-mlp", "diabetes-mlp"}
     assert stands_in["digits-autoregression"].startswith("mnist-autoregression")
     assert stands_in["digits-mlp"].startswith("fashion-mnist-mlp")
+    assert stands_in["diabetes-mlp"].startswith("uci-energy")
 
 
 def test_unknown_task_lists_every_name():

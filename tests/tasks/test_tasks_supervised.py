@@ -80,3 +80,20 @@ def test_haiku_initialisation():
         assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
     # A normal truncated at ±2σ has std 0.8796σ.
     assert first.weight.std().item() == pytest.approx(0.8796 / 8, rel=0.05)
+
+
+def test_diabetes_mlp_split_and_units_against_numpy():
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(scaled=False)
+    order = np.random.default_rng(0).permutation(442)
+    x, y = bunch.data[order], bunch.target[order].reshape(-1, 1)
+    task = tasks.build("diabetes-mlp", seed=0, dtype="float64")
+    assert (len(task.train_set[0]), len(task.validation_set[0]), len(task.test_set[0])) == (338, 60, 44)
+    assert task.batch_size == 338  # full batch, as uci-energy's 588
+    mean, std = x[:398].mean(axis=0), x[:398].std(axis=0)
+    np.testing.assert_allclose(task.test_set[0].cpu().numpy(), (x[398:] - mean) / std, rtol=1e-12)
+    assert task.target_std == pytest.approx(y[:398].std())
+    metrics = task.metrics()
+    # test MSE in the progression's own units: ½·MSE standardised × 2σ²
+    assert metrics["test_mse"] == pytest.approx(2 * metrics["test_loss"] * y[:398].std() ** 2, rel=1e-9)
