@@ -25,7 +25,18 @@ from sqlalchemy import func, select
 
 from schedules import asha as asha_spaces
 from tuner import budgets
-from tuner.reproduce import EXPERIMENTS, ReproduceJob, StudiesExperiment, studies_jobs
+from tuner.reproduce import (
+    EXPERIMENTS,
+    AshaExperiment,
+    OnePassExperiment,
+    ReproduceJob,
+    StudiesExperiment,
+    asha_job,
+    available_task,
+    onepass_job,
+    studies_jobs,
+    untuned_plan,
+)
 from tuner.specs import EvaluateJob, TuneJob
 from tuner.strategies import get_strategy
 from tuner.strategies.onepass import resolve_steps
@@ -172,6 +183,8 @@ def _check_reproduce(job: ReproduceJob, limits: Limits) -> None:
             tune_jobs = studies_jobs(experiment, scale=job.scale, seeds=job.seeds, studies=job.studies)
             costs = [_ga_cost(tune_job, limits) for tune_job in tune_jobs.values()]
             sizes[name] = sum(tuning[0] + evaluation[0] for tuning, evaluation in costs)
+        elif isinstance(experiment, AshaExperiment | OnePassExperiment):
+            sizes[name] = _clarke_size(experiment, job, limits)
         else:
             seeds = job.seeds or experiment.seeds[job.scale]
             running = experiment.running(job.scale)
@@ -184,6 +197,22 @@ def _check_reproduce(job: ReproduceJob, limits: Limits) -> None:
             f"{limits.max_trial_steps} trial steps in all of a job's runs; fewer experiments, seeds or "
             "studies, the server's limit LODOTUNE_MAX_TRIAL_STEPS)"
         )
+
+
+def _clarke_size(experiment: AshaExperiment | OnePassExperiment, job: ReproduceJob, limits: Limits) -> int:
+    """An AdamQLR- or one-pass-paper experiment as the tune job it runs (counted as any such job),
+    plus the untuned runs of an ASHA experiment; nothing where no task's data is here."""
+    task, _ = available_task(experiment.tasks)
+    if task is None:
+        return 0
+    if isinstance(experiment, OnePassExperiment):
+        tune_job = onepass_job(experiment, task, scale=job.scale, seeds=job.seeds)
+        tuning, evaluation = _onepass_cost(tune_job, limits)
+        return tuning[0] + evaluation[0]
+    tune_job = asha_job(experiment, task, scale=job.scale, seeds=job.seeds)
+    tuning, evaluation = _asha_cost(tune_job, limits)
+    untuned = untuned_plan(experiment, tune_job)
+    return tuning[0] + evaluation[0] + untuned.seeds * untuned.steps
 
 
 def _check_task_options(options: dict[str, Any], limits: Limits) -> None:

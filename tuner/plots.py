@@ -463,6 +463,9 @@ def _mark_reported_means(ax: Axes, curves: Mapping[str, OptimizerCurve], total: 
             va="center",
             fontsize="small",
             color=f"C{k % 10}",
+            # a level outside the y-range (a shorter run's, in an ASHA job's final runs) would be
+            # drawn off the canvas, far enough to overflow FreeType's raster
+            annotation_clip=True,
         )
 
 
@@ -752,3 +755,40 @@ def plot_hessian_error(document: Mapping[str, Any], path: Path) -> dict[str, lis
     ax.legend()
     _save(fig, path)
     return {"evaluations": evaluations, "median": q50.tolist(), "q25": q25.tolist(), "q75": q75.tolist()}
+
+
+def plot_onepass_pairs(results: Mapping[str, Any], path: Path, *, metric: str) -> int:
+    """A one-pass evaluation (:func:`tuner.strategies.onepass.evaluate_onepass`) as pairs: each
+    initialisation's final ``metric`` after Random (x) and after one-pass (y), both log axes where
+    the values span decades, and the diagonal; a point below it is an initialisation one-pass
+    improved. Returns the pairs plotted (both runs finite)."""
+    from matplotlib.figure import Figure
+
+    by_method: dict[str, dict[int, float]] = {"onepass": {}, "random": {}}
+    for record in results["per_run"]:
+        value = record["metrics"].get(metric)
+        if not record["diverged"] and isinstance(value, (int, float)) and math.isfinite(value):
+            by_method[record["method"]][record["initialisation"]] = value
+    shared = sorted(set(by_method["onepass"]) & set(by_method["random"]))
+    x = np.array([by_method["random"][r] for r in shared])
+    y = np.array([by_method["onepass"][r] for r in shared])
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    if shared:
+        ax.scatter(x, y, s=18, alpha=0.8)
+        low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([low, high], [low, high], color="grey", linewidth=1, label="one-pass = Random")
+        if spans_decades(np.concatenate([x, y])):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no initialisation finished both runs", transform=ax.transAxes, ha="center")
+    ax.set_xlabel(f"{metric}, Random (the initialisation's values held fixed)")
+    ax.set_ylabel(f"{metric}, one-pass")
+    below = int((y < x).sum()) if shared else 0
+    ax.set_title(
+        f"{results['task']}: {len(shared)} initialisations, one-pass lower in {below}", fontsize="medium"
+    )
+    _save(fig, path)
+    return len(shared)

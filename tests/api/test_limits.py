@@ -18,7 +18,7 @@ import schedules
 import tasks
 from api.app import create_app, excerpt, validation_details
 from api.limits import Limits, ServiceBusy, check_job
-from api.schemas import STORED_SPEC, EvaluateRequest, TuneRequest
+from api.schemas import STORED_SPEC, EvaluateRequest, ReproduceRequest, TuneRequest
 from api.settings import Settings
 from tests.api.conftest import Server
 
@@ -464,3 +464,21 @@ def test_an_asha_jobs_size_counts_its_budget_in_evaluations_and_every_search():
         task_options={"batch_size": 500},
     )
     assert tuning == 10 * 2 * 10
+
+
+def test_the_clarke_experiments_of_a_reproduce_job_count_as_the_jobs_they_run():
+    """onepass-uci-energy (the diabetes stand-in here): one tuning episode and 16 initialisations ×
+    2 methods of 1,000 steps; adamqlr-uci-energy: 4 searches × 8 samples at the longest trial
+    (33,800 examples at batch 50: 676 updates, 2 evaluations each), the 4 optimizers' final runs
+    at that length × 8 seeds, and 8 untuned runs of 100 full-batch updates (200 evaluations)."""
+    onepass = ReproduceRequest.model_validate({"experiments": ["onepass-uci-energy"]})
+    exact = 1000 + 2 * 16 * 1000
+    check_job(onepass, Limits(max_trial_steps=exact))
+    with pytest.raises(ValueError, match=rf"Invalid experiments: {exact} trial steps = onepass-uci-energy"):
+        check_job(onepass, Limits(max_trial_steps=exact - 1))
+    asha = ReproduceRequest.model_validate({"experiments": ["adamqlr-uci-energy"]})
+    longest = 2 * 676
+    exact = 4 * 8 * longest + 8 * 4 * longest + 8 * 200
+    check_job(asha, Limits(max_trial_steps=exact))
+    with pytest.raises(ValueError, match=rf"Invalid experiments: {exact} trial steps"):
+        check_job(asha, Limits(max_trial_steps=exact - 1))

@@ -339,3 +339,17 @@ def test_a_noisy_figure_without_a_reference_level_still_zooms():
     assert "Newton optimum 7.41" not in _labels(overview)
     low, high = zoom.get_ylim()
     assert zoom.get_xlim() == (1500, 2000) and 0 < low < high
+
+
+def test_runs_of_different_lengths_whose_means_lie_outside_the_zoom_still_render(tmp_path):
+    """An ASHA job's final runs: each optimizer its own length. The shorter runs' reported means
+    lie far above the zoom on the longest run's last quarter; their labels are clipped there
+    instead of being drawn off the canvas (which overflowed FreeType's raster)."""
+    long = [math.exp(-t / 20) * 1e-2 + 1e-6 * (1 + 0.1 * math.sin(t)) for t in range(360)]
+    short = [(2.0 - t / 60) * (1 + 0.05 * math.sin(3 * t)) for t in range(50)]
+    by_optimizer = {
+        "adamqlr": [_result(long, optimizer="adamqlr", seed=s) for s in range(2)],
+        "sgd": [_result([v * (1 + 0.01 * s) for v in short], optimizer="sgd", seed=s) for s in range(2)],
+    }
+    plots.plot_curves(by_optimizer, tmp_path / "curves.png", title="different lengths")
+    assert (tmp_path / "curves.png").stat().st_size > 0

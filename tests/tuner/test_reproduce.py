@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import lodo
 import schedules
 from tuner.cli import app
 from tuner.reproduce import (
@@ -20,7 +21,9 @@ from tuner.reproduce import (
     PaperValue,
     markdown,
     reproduce,
+    run_asha_experiment,
     run_experiment,
+    run_onepass_experiment,
     run_studies_experiment,
     studies_verdict,
     verdict,
@@ -235,3 +238,108 @@ def test_the_section_is_spliced_between_its_markers_and_a_readme_without_them_is
     assert script.splice(readme, "NEW") == "intro\nNEW\noutro\n"
     with pytest.raises(ValueError, match=r"no .* block to replace"):
         script.splice("intro\n", "NEW")
+
+
+# --- the Clarke papers' experiments: AdamQLR's ASHA comparison and one-pass's random starts --------
+
+
+def test_an_adamqlr_experiment_ranks_the_tuned_the_untuned_and_the_asha_tuned_baselines(
+    ray_session, tmp_path
+):
+    """Two samples a search, 3 epochs of the diabetes stand-in (1,014 examples), 2 seeds: the rows
+    are the bootstrap medians of the runs' documents, the untuned row runs AdamQLR's defaults at
+    batch 3200 (full batch: 3 updates), the baseline is tuned by its own search, the claim check
+    follows the numbers, and a rerun reads every search and run back."""
+    experiment = dataclasses.replace(
+        EXPERIMENTS["adamqlr-uci-energy"],
+        baselines=("adam",),
+        samples={"quick": 2, "paper": 200},
+        epochs={"quick": 3, "paper": 4000},
+    )
+    section = run_asha_experiment(experiment, tmp_path, scale="quick", seeds=2, runtime=LOCAL)
+    assert section["task"] == "diabetes-mlp" and "stand-in" in section["notes"][0]
+    rows = {r["optimizer"]: r for r in section["rows"]}
+    assert list(rows) == ["adamqlr", "adamqlr (untuned)", "adam"]
+    assert {r["verdict"] for r in rows.values()} == {"no paper value"}
+    root = tmp_path / "adamqlr-uci-energy"
+    tuned = read_json(root / "asha" / "evaluation" / "bootstrap.json")["optimizers"]
+    untuned = read_json(root / "untuned" / "evaluation" / "bootstrap.json")["optimizers"]
+    assert rows["adamqlr"]["ours"] == tuned["adamqlr"]["test_loss"]["bootstrap_mean"]
+    assert rows["adam"]["std"] == tuned["adam"]["test_loss"]["bootstrap_std"]
+    assert rows["adamqlr (untuned)"]["ours"] == untuned["adamqlr"]["test_loss"]["bootstrap_mean"]
+    untuned_row = rows["adamqlr (untuned)"]
+    assert untuned_row["hyperparameters"] == lodo.get("adamqlr").defaults
+    assert untuned_row["batch_size"] == 3200 and untuned_row["updates"] == 3  # ⌈1014 / 338⌉
+    baseline = read_json(root / "asha" / "baselines" / "adam" / "hyperparameters.json")
+    assert rows["adam"]["source"] == "tuned (ASHA)"
+    assert rows["adam"]["hyperparameters"] == baseline["hyperparameters"]
+    assert rows["adam"]["updates"] == math.ceil(1014 / min(baseline["task_options"]["batch_size"], 338))
+    comparable = untuned_row["ours"] <= rows["adam"]["ours"] or (
+        untuned_row["ours"] - rows["adam"]["ours"]
+    ) <= 3 * math.hypot(untuned_row["std"], rows["adam"]["std"])
+    claim, ranking = section["checks"]
+    assert claim.startswith("adamqlr (untuned) comparable") and (": yes (" in claim) == comparable
+    ranked = sorted(rows.values(), key=lambda r: r["ours"])
+    assert ranking.endswith(", ".join(r["optimizer"] for r in ranked))
+    again = run_asha_experiment(experiment, tmp_path, scale="quick", seeds=2, runtime=LOCAL)
+    assert again["rows"] == section["rows"]
+    assert read_json(root / "asha" / "evaluation" / "results.json")["reused_runs"] == 4
+    text = markdown(_report("adamqlr-uci-energy", section))
+    assert "each tuned by its own ASHA search (2 samples, a budget of 1,014 training examples" in text
+    assert (
+        "| adamqlr (untuned) | damping 0.001, damping_decrease 0.5, damping_increase 2 | 3200 | 3 (" in text
+    )
+
+
+def test_a_onepass_experiment_compares_onepass_with_random_from_the_same_initialisations(tmp_path):
+    experiment = dataclasses.replace(
+        EXPERIMENTS["onepass-uci-energy"],
+        steps={"quick": 40, "paper": 4000},
+        initialisations={"quick": 3, "paper": 200},
+    )
+    section = run_onepass_experiment(experiment, tmp_path, scale="quick", seeds=None, runtime=LOCAL)
+    results = read_json(tmp_path / section["results"])
+    assert results["initialisations"] == 3 and results["steps"] == 40
+    assert len({json.dumps(init, sort_keys=True) for init in results["initial"]}) == 3
+    for row in section["rows"]:
+        stat = results["summary"][row["optimizer"]]["metrics"]["test_mse"]
+        assert row["verdict"] == "no paper value" and row["runs"] == 3
+        assert (row["ours"], row["std"]) == (
+            stat["median"]["bootstrap_mean"],
+            stat["median"]["bootstrap_std"],
+        )
+        assert f"best run {stat['best']['value']:.4g}" in row["note"]
+    onepass, random = section["rows"]
+    claim, pairs = section["checks"]
+    assert (": yes (" in claim) == (onepass["ours"] <= random["ours"])
+    mse = {(r["method"], r["initialisation"]): r["metrics"]["test_mse"] for r in results["per_run"]}
+    lower = sum(mse["onepass", r] < mse["random", r] for r in range(3))
+    assert pairs == f"one-pass lower than Random from the same initialisation in {lower} of 3"
+    assert (tmp_path / section["plots"]["pairs"]).stat().st_size > 0
+    again = run_onepass_experiment(experiment, tmp_path, scale="quick", seeds=None, runtime=LOCAL)
+    assert again["rows"] == section["rows"]
+    assert read_json(tmp_path / section["results"])["reused_episodes"] == 6
+
+
+def test_a_clarke_experiment_without_data_is_rows_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("LODOTUNE_DATA_DIR", str(tmp_path / "no-data"))
+    for name, run in (
+        ("adamqlr-uci-energy", run_asha_experiment),
+        ("onepass-uci-energy", run_onepass_experiment),
+    ):
+        experiment = dataclasses.replace(EXPERIMENTS[name], tasks=("uci-energy",))
+        section = run(experiment, tmp_path, scale="quick", seeds=2, runtime=LOCAL)
+        assert section["status"] == "not run" and section["reason"].startswith("no data: uci-energy")
+        assert [r["verdict"] for r in section["rows"]] == ["not run"] * len(experiment.optimizers)
+        assert "Not run: no data" in markdown(_report(name, section))
+
+
+def _report(name: str, section: dict) -> dict:
+    return {
+        "scale": "quick",
+        "device": "cpu",
+        "versions": {},
+        "verdicts": {},
+        "experiments": {name: {k: v for k, v in section.items() if k != "rows"}},
+        "rows": section["rows"],
+    }
