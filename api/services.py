@@ -35,6 +35,16 @@ class Conflict(Exception):
     pass
 
 
+LISTING_LENGTH = 64  # the store's task and optimizer columns (api/models.py)
+
+
+def _listing(names: list[str], noun: str) -> str:
+    """Names for a job's task or optimizer column: comma-joined where they fit, else counted (the
+    spec keeps every name)."""
+    joined = ",".join(names)
+    return joined if len(joined) <= LISTING_LENGTH else f"{len(names)} {noun}"
+
+
 class JobService:
     def __init__(self, store: JobStore, launcher: Launcher, settings: Settings) -> None:
         self.store, self.launcher, self.settings = store, launcher, settings
@@ -47,9 +57,9 @@ class JobService:
     ) -> tuple[JobRow, bool]:
         if isinstance(request, schemas.ReproduceRequest):
             # every optimizer of its experiments runs; the task column lists the experiments
-            task, optimizer, strategy = ",".join(request.experiments), "all", None
+            task, optimizer, strategy = _listing(request.experiments, "experiments"), "all", None
         elif isinstance(request, schemas.EvaluateRequest):
-            task, optimizer, strategy = request.task, ",".join(request.optimizers), None
+            task, optimizer, strategy = request.task, _listing(request.optimizers, "optimizers"), None
             if request.from_job is not None:
                 self._tuned_job(request.from_job)
         else:  # one-pass tunes SGD's lr, weight decay and momentum: its document says "sgd"

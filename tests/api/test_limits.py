@@ -21,6 +21,7 @@ from api.limits import Limits, ServiceBusy, check_job
 from api.schemas import STORED_SPEC, EvaluateRequest, ReproduceRequest, TuneRequest
 from api.settings import Settings
 from tests.api.conftest import Server
+from tuner.reproduce import EXPERIMENTS
 
 TOKEN = "limits-token"
 SMALL = {"task": "rosenbrock", "optimizer": "adam", "generations": 2, "population": 4, "step_scale": 0.2}
@@ -482,3 +483,33 @@ def test_the_clarke_experiments_of_a_reproduce_job_count_as_the_jobs_they_run():
     check_job(asha, Limits(max_trial_steps=exact))
     with pytest.raises(ValueError, match=rf"Invalid experiments: {exact} trial steps"):
         check_job(asha, Limits(max_trial_steps=exact - 1))
+
+
+def test_long_name_lists_are_stored_counted_on_both_stores(serve, database_url):
+    """Every experiment of a reproduce job, or many optimizers of an evaluation, join to more
+    than the store's 64-character task and optimizer columns (a 500 on PostgreSQL): the listing
+    counts them, the spec keeps every name."""
+    server = serve(launcher="queue", database_url=database_url)
+    optimizers = [
+        "adam",
+        "momentum",
+        "rmsprop",
+        "yogi",
+        "sgd",
+        "lars",
+        "lodo",
+        "lodo-diagonal",
+        "lodo-global",
+    ]
+    with server.client() as client:
+        reproduce = client.post("/reproduce", json={})
+        evaluate = client.post(
+            "/evaluate", json={"task": "rosenbrock", "optimizers": optimizers, "tuned": "defaults"}
+        )
+        assert (reproduce.status_code, evaluate.status_code) == (202, 202), (reproduce.text, evaluate.text)
+        jobs = {job["kind"]: job for job in client.get("/jobs").json()["jobs"]}
+        assert jobs["reproduce"]["task"] == f"{len(EXPERIMENTS)} experiments"
+        assert jobs["evaluate"]["optimizer"] == f"{len(optimizers)} optimizers"
+        assert client.get(reproduce.headers["location"]).json()["spec"]["experiments"] == list(EXPERIMENTS)
+        short = client.post("/reproduce", json={"experiments": ["rosenbrock", "bowl"]})
+        assert client.get(short.headers["location"]).json()["task"] == "rosenbrock,bowl"

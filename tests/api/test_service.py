@@ -190,7 +190,11 @@ def test_a_reproduce_job_serves_the_report_and_its_plots(worker_server, tmp_path
 def test_bad_reproduce_requests_are_422_naming_the_field(serve_queue):
     client = serve_queue
     experiments = {e["name"] for e in client.get("/experiments").json()}
-    assert experiments == {"rosenbrock", "rosenbrock-ga", "bowl", "image-generation", "resnet"}
+    assert experiments == {"rosenbrock", "rosenbrock-ga", "bowl", "image-generation", "resnet"} | {
+        "adamqlr-uci-energy",
+        "adamqlr-fashion-mnist",
+        "onepass-uci-energy",
+    }
     for body, words in [
         ({"experiments": ["mnist"]}, "Invalid experiments: 'mnist' (allowed: rosenbrock | rosenbrock-ga"),
         ({"studies": 0}, "studies"),
