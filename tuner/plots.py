@@ -764,14 +764,11 @@ def plot_onepass_pairs(results: Mapping[str, Any], path: Path, *, metric: str) -
     improved. Returns the pairs plotted (both runs finite)."""
     from matplotlib.figure import Figure
 
-    by_method: dict[str, dict[int, float]] = {"onepass": {}, "random": {}}
-    for record in results["per_run"]:
-        value = record["metrics"].get(metric)
-        if not record["diverged"] and isinstance(value, (int, float)) and math.isfinite(value):
-            by_method[record["method"]][record["initialisation"]] = value
-    shared = sorted(set(by_method["onepass"]) & set(by_method["random"]))
-    x = np.array([by_method["random"][r] for r in shared])
-    y = np.array([by_method["onepass"][r] for r in shared])
+    from .strategies.onepass import paired_finals
+
+    shared = list(paired_finals(results, metric).values())
+    x = np.array([random for random, _ in shared])
+    y = np.array([onepass for _, onepass in shared])
     fig = Figure(figsize=(5.5, 5), layout="constrained")
     ax = fig.add_subplot()
     if shared:

@@ -64,6 +64,7 @@ from .population import Vectorize, check_vectorize
 from .rundir import RunDir, read_json, versions, write_json
 from .runtime import JobContext, Runtime
 from .specs import MAX_STUDIES, Device, TuneJob
+from .strategies.onepass import paired_finals
 
 Scale = Literal["quick", "paper"]
 SCALES: tuple[str, ...] = ("quick", "paper")
@@ -913,19 +914,13 @@ def _bootstrap_row(experiment: str, label: str, results: Mapping[str, Any], name
     stat = results["bootstrap"]["optimizers"][name].get(quantity) or {}
     budget = results["budget"]["per_optimizer"][name]
     updates = budget["evaluations"] // budgets.evaluations_per_update(name)
-    return {
-        "experiment": experiment,
-        "optimizer": label,
-        "paper": None,
-        "paper_std": None,
-        "paper_table": "clarke.md §6",
+    return _not_run_row(experiment, label, "") | {
         "ours": stat.get("bootstrap_mean"),
         "std": stat.get("bootstrap_std"),
         "median": stat.get("median"),
         "runs": entry["runs"],
         "diverged": entry["diverged"],
         "errors": entry["errors"],
-        "ratio": None,
         "verdict": "no paper value",
         "hyperparameters": entry["hyperparameters"],
         "value_sources": entry["value_sources"],
@@ -990,9 +985,7 @@ def run_asha_experiment(
     task, why = available_task(experiment.tasks)
     section: dict[str, Any] = {"title": experiment.title, "task": task, "plots": {}}
     if task is None:
-        section |= {"status": "not run", "reason": why, "notes": []}
-        section["rows"] = [_not_run_row(experiment.name, name, why) for name in experiment.optimizers]
-        return section
+        return _not_run_section(experiment, section, why)
     job = asha_job(experiment, task, scale=scale, seeds=seeds, device=device, vectorize=vectorize)
     root = out / experiment.name
     tuning = RunDir(root / "asha")
@@ -1054,24 +1047,32 @@ def _finished_search(run_dir: RunDir, job: TuneJob) -> dict[str, Any] | None:
 
 
 def _asha_scale_note(experiment: AshaExperiment, scale: Scale, task: str) -> str | None:
+    settings = (
+        (experiment.samples, "{} of the paper's {} ASHA samples a search"),
+        (experiment.epochs, "{:,} epochs where the paper runs {:,}"),
+        (experiment.seeds, "{} of its {} seeds"),
+    )
     parts = [
-        f"{experiment.samples[scale]} of the paper's {experiment.samples['paper']} ASHA samples a search"
-        if experiment.samples[scale] != experiment.samples["paper"]
-        else "",
-        f"{experiment.epochs[scale]:,} epochs where the paper runs {experiment.epochs['paper']:,}"
-        if experiment.epochs[scale] != experiment.epochs["paper"]
-        else "",
-        f"{experiment.seeds[scale]} of its {experiment.seeds['paper']} seeds"
-        if experiment.seeds[scale] != experiment.seeds["paper"]
-        else "",
+        text.format(values[scale], values["paper"])
+        for values, text in settings
+        if values[scale] != values["paper"]
     ]
     if task != experiment.tasks[0]:
         parts.append(f"the stand-in's training set is {_train_examples(task):,} examples")
-    parts = [p for p in parts if p]
     return f"{scale} scale: " + ", ".join(parts) if parts else None
 
 
+def _not_run_section(
+    experiment: AshaExperiment | OnePassExperiment, section: dict[str, Any], why: str
+) -> dict[str, Any]:
+    """The section of an experiment none of whose tasks has its data here: a row per optimizer
+    with the reason."""
+    rows = [_not_run_row(experiment.name, name, why) for name in experiment.optimizers]
+    return section | {"status": "not run", "reason": why, "notes": [], "rows": rows}
+
+
 def _not_run_row(experiment: str, name: str, why: str) -> dict[str, Any]:
+    """A Clarke experiment's row before its numbers: none, verdict "not run", ``why``."""
     return {
         "experiment": experiment,
         "optimizer": name,
@@ -1133,13 +1134,8 @@ def _onepass_checks(experiment: OnePassExperiment, results: Mapping[str, Any], r
     if onepass["ours"] is None or random["ours"] is None:
         return [f"{claim}: cannot tell (no finite {quantity} of one method)"]
     verdict_ = "yes" if onepass["ours"] <= random["ours"] else "no"
-    values: dict[str, dict[int, float]] = {"onepass": {}, "random": {}}
-    for record in results["per_run"]:
-        value = record["metrics"].get(experiment.quantity)
-        if not record["diverged"] and value is not None and math.isfinite(value):
-            values[record["method"]][record["initialisation"]] = value
-    shared = set(values["onepass"]) & set(values["random"])
-    lower = sum(values["onepass"][r] < values["random"][r] for r in shared)
+    shared = paired_finals(results, experiment.quantity)
+    lower = sum(onepass_value < random_value for random_value, onepass_value in shared.values())
     return [
         f"{claim}: {verdict_} ({onepass['ours']:.4g} ± {onepass['std']:.2g} vs Random's "
         f"{random['ours']:.4g} ± {random['std']:.2g})",
@@ -1162,9 +1158,7 @@ def run_onepass_experiment(
     task, why = available_task(experiment.tasks)
     section: dict[str, Any] = {"title": experiment.title, "task": task, "plots": {}}
     if task is None:
-        section |= {"status": "not run", "reason": why, "notes": []}
-        section["rows"] = [_not_run_row(experiment.name, name, why) for name in experiment.optimizers]
-        return section
+        return _not_run_section(experiment, section, why)
     job = onepass_job(experiment, task, scale=scale, seeds=seeds, device=device)
     run_dir = RunDir(out / experiment.name)
     tuned = read_json(run_dir.hyperparameters_path) if run_dir.hyperparameters_path.exists() else None

@@ -740,6 +740,18 @@ def evaluate_onepass(
     return document
 
 
+def paired_finals(results: Mapping[str, Any], metric: str) -> dict[int, tuple[float, float]]:
+    """Initialisation → its final ``metric`` after (Random, one-pass), for the initialisations
+    both of whose runs finished with a finite value (an :func:`evaluate_onepass` document)."""
+    by_method: dict[str, dict[int, float]] = {method: {} for method in METHODS}
+    for record in results["per_run"]:
+        value = record["metrics"].get(metric)
+        if not record["diverged"] and isinstance(value, (int, float)) and math.isfinite(value):
+            by_method[record["method"]][record["initialisation"]] = value
+    shared = sorted(set(by_method["random"]) & set(by_method["onepass"]))
+    return {r: (by_method["random"][r], by_method["onepass"][r]) for r in shared}
+
+
 class OnePassOptions(StrategyOptions):
     """One-pass's settings (clarke.md §5); steps count weight updates."""
 
