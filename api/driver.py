@@ -1,6 +1,8 @@
 """The job driver: ``python -m api.driver JOB_ID --attempt N`` runs one job against the store.
 
 A launcher starts it: as a local worker process (``inprocess``) or as a Ray job (``ray-jobs``).
+The in-process launcher may start it before its job (``--standby``: imports done, the service's
+Ray joined and its workers started; :func:`standby`) and hand it the job on standard input.
 It reads the job's spec from the store and hands it to the tuner's job runner
 (:mod:`tuner.jobs`), with :class:`StoreSink` as the event sink: progress, every finished
 generation (its GA state included) and every finished document are written to the store the
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -243,14 +246,54 @@ def _terminate_gracefully(signum, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds `with executor`, so a local Ray shuts down
 
 
+def standby() -> list[str] | None:
+    """``--standby``: do what every driver does before its job can start -- import the tuner
+    (torch), and with the service's Ray join it and start its workers -- then wait for the job on
+    standard input, one JSON line ``{"job_id", "attempt", "log"}``. Its output goes to the job's
+    log from then on. Returns the job's arguments, or None when the input closes unused."""
+    settings = Settings()
+    import tuner.jobs  # noqa: F401  (torch: seconds)
+
+    warm = 0
+    if settings.executor == "ray" and settings.ray_address:
+        import logging
+
+        import ray
+
+        from tuner.executors import warm_ray_workers
+
+        ray.init(address=settings.ray_address, logging_level=logging.WARNING)
+        warm = warm_ray_workers(min(os.cpu_count() or 1, int(ray.cluster_resources().get("CPU", 1))))
+    print(f"lodotune driver: standby {os.getpid()} ready ({warm} Ray workers started)", file=sys.stderr)
+    sys.stderr.flush()
+    line = sys.stdin.readline()
+    if not line:
+        return None
+    order = json.loads(line)
+    sys.stdout.flush()
+    log = os.open(order["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, sys.stdout.fileno())
+    os.dup2(log, sys.stderr.fileno())
+    os.close(log)
+    return [order["job_id"], "--attempt", str(order["attempt"])]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one attempt of a job and report its outcome to the store: 0, or 1 after the job's own
     error (reported as ``failed``). A store error is not the job's: the driver exits without an
     outcome and its launcher resumes the job as the next attempt."""
     parser = argparse.ArgumentParser(prog="python -m api.driver", description=__doc__)
-    parser.add_argument("job_id")
-    parser.add_argument("--attempt", type=int, required=True)
+    parser.add_argument("job_id", nargs="?")
+    parser.add_argument("--attempt", type=int)
+    parser.add_argument("--standby", action="store_true", help="start now, take the job from stdin")
     args = parser.parse_args(argv)
+    if args.standby:
+        job_arguments = standby()
+        if job_arguments is None:
+            return 0
+        args = parser.parse_args(job_arguments)
+    if args.job_id is None or args.attempt is None:
+        parser.error("JOB_ID and --attempt are required (or --standby)")
     signal.signal(signal.SIGTERM, _terminate_gracefully)
     settings = Settings()
     store = JobStore(settings.resolved_database_url)

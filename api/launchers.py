@@ -27,11 +27,12 @@ host the driver's process is checked too).
   with the API (``PR_SET_PDEATHSIG``). Each driver leads a session of its own; once it is gone,
   whatever of its local Ray is left in that session is killed (Ray reaps its GCS and raylet when the
   driver is killed, not its agents). A thread waits on each driver, so it is reaped (no zombie) and
-  its job settled the moment it exits. With executor ``ray`` and no ``ray_address`` the launcher
-  keeps one local Ray for its whole life (:class:`ServiceRay`, ``LODOTUNE_SHARED_RAY``): every
-  driver joins it in under a second rather than starting its own; one that died is replaced at
-  the next launch (a job whose Ray cannot start fails with that one line); it is stopped, temp dir
-  and all, on close.
+  its job settled the moment it exits. While no driver runs it keeps one standby driver started
+  ahead (``standby_driver``): the next job runs on it, its imports and Ray workers already up.
+  With executor ``ray`` and no ``ray_address`` the launcher keeps one local Ray for its whole life
+  (:class:`ServiceRay`, ``LODOTUNE_SHARED_RAY``): every driver joins it in under a second rather
+  than starting its own; one that died is replaced at the next launch (a job whose Ray cannot
+  start fails with that one line); it is stopped, temp dir and all, on close.
 * :class:`QueueOnlyLauncher` stores jobs and runs none (to measure the API alone).
 * :class:`RayJobsLauncher` submits ``python -m api.driver`` to a Ray cluster's Jobs API; the
   submission id is ``lodotune-<job id>-<attempt>``, so submitting twice is harmless.
@@ -64,6 +65,7 @@ from .store import JobStore
 LOG_TAIL_LINES = 20
 SUBMIT_BATCH = 32  # ray-jobs: submissions per reconcile pass
 TERMINATE_GRACE_SECONDS = 10.0
+STANDBY_RETRY_SECONDS = 60.0  # after a standby driver exited unused, before the next is started
 DRIVER_START_GRACE_SECONDS = 60.0  # the wait for a driver's first heartbeat (it imports torch first)
 SERVER_STOPPED = "the API process running its driver stopped"  # a loss not counted against the job
 
@@ -92,6 +94,9 @@ def driver_environment(settings: Settings, service_ray: ServiceRay | None = None
 
 def driver_command(job_id: str, attempt: int) -> list[str]:
     return ["-m", "api.driver", job_id, "--attempt", str(attempt)]
+
+
+STANDBY_COMMAND = ["-m", "api.driver", "--standby"]
 
 
 def alive_path(run_dir: str | Path, attempt: int) -> Path:
@@ -150,21 +155,29 @@ def owner_dead_here(owner: str, host: str) -> bool:
 
 
 def _driver_pid(driver: str | None) -> int | None:
+    """The pid in a launcher's ``pid N start T`` driver field."""
     if driver and driver.startswith("pid "):
         with contextlib.suppress(ValueError):
             return int(driver.removeprefix("pid ").split()[0])
     return None
 
 
-def _is_driver_of(pid: int, job_id: str) -> bool:
-    """Whether ``pid`` is a live driver of ``job_id`` (not a zombie, not a reused pid)."""
+def _is_driver_of(pid: int, job: JobRow) -> bool:
+    """Whether ``pid`` is a live driver of ``job`` (not a zombie, not a reused pid): a driver
+    process started when the launcher recorded, or (a record without the start) named the job."""
     if not sys.platform.startswith("linux"):
         return _pid_alive(pid)
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return _process_start(pid) is not None and b"api.driver" in command and job_id.encode() in command
+    start = _process_start(pid)
+    if start is None or b"api.driver" not in command:
+        return False
+    recorded = (job.driver or "").split()
+    if len(recorded) == 4 and recorded[2] == "start":
+        return recorded[3] == start
+    return job.id.encode() in command
 
 
 def _kill_group(pid: int) -> None:
@@ -599,6 +612,15 @@ class _Driver:
     lost_reason: str | None = None  # why the watchdog killed it
 
 
+@dataclass
+class _Standby:
+    """A driver started before its job (``python -m api.driver --standby``), with the environment
+    it was started in: a job whose environment differs (the service's Ray was replaced) cannot use it."""
+
+    process: subprocess.Popen
+    env: dict[str, str]
+
+
 class InProcessLauncher(Launcher):
     name = "inprocess"
 
@@ -610,6 +632,8 @@ class InProcessLauncher(Launcher):
         self._ray_records = settings.artifact_dir.resolve() / "service-ray"
         name = self.owner.replace(":", "-").replace("/", "-")
         self._ray = ServiceRay(self._ray_records / f"{name}.json") if shared else None
+        self._standby: _Standby | None = None
+        self._standby_died_at = float("-inf")  # monotonic: when one last exited unused
 
     def start(self) -> None:
         if self._ray is not None:
@@ -647,6 +671,76 @@ class InProcessLauncher(Launcher):
     def reconcile(self) -> None:
         self.kill_hung()
         super().reconcile()
+        with self._lock:
+            self._keep_standby()
+
+    # the standby driver ---------------------------------------------------------------------------
+
+    def _driver_env(self) -> dict[str, str]:
+        return {**os.environ, **driver_environment(self.settings, self._ray)}
+
+    def _spawn_driver(self, command: list[str], env: dict[str, str], **streams: Any) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, *command],
+            env=env,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            start_new_session=True,  # its Ray's processes share the session: kill_ray_leftovers
+            **streams,
+        )
+
+    def _keep_standby(self) -> None:
+        """While no driver runs, keep one started ahead (``standby_driver``), so the next job's
+        first trial waits for none of a driver's start: its imports, and with the service's Ray its
+        workers' (seconds each on a small machine). Not while jobs run, whose CPUs its start would
+        take; not again within a minute of one that exited unused (it would only fail again)."""
+        if not self.settings.standby_driver or self._drivers or self._room() <= 0 or self._stop.is_set():
+            return
+        if self._standby is not None:
+            if self._standby.process.poll() is None:
+                return
+            code = self._standby.process.returncode
+            print(f"lodotune: the standby driver exited with {code}", file=sys.stderr)
+            self._standby, self._standby_died_at = None, time.monotonic()
+        if time.monotonic() - self._standby_died_at < STANDBY_RETRY_SECONDS:
+            return
+        if self._ray is not None:
+            try:
+                self._ensure_ray()
+            except Exception:
+                return  # the next launch fails its job with the reason
+        env = self._driver_env()
+        try:
+            process = self._spawn_driver(STANDBY_COMMAND, env, stdin=subprocess.PIPE)
+        except OSError as err:
+            print(f"lodotune: cannot start a standby driver: {err}", file=sys.stderr)
+            self._standby_died_at = time.monotonic()
+            return
+        self._standby = _Standby(process, env)
+
+    def _take_standby(
+        self, env: dict[str, str], job_id: str, attempt: int, log: Path
+    ) -> subprocess.Popen | None:
+        """The standby driver, given ``job_id``'s ``attempt``; None when there is none alive that
+        was started in ``env`` (a stale one is stopped)."""
+        standby, self._standby = self._standby, None
+        if standby is None:
+            return None
+        if standby.process.poll() is None and standby.env == env:
+            order = {"job_id": job_id, "attempt": attempt, "log": str(log)}
+            try:
+                assert standby.process.stdin is not None
+                standby.process.stdin.write(json.dumps(order).encode() + b"\n")
+                standby.process.stdin.close()
+                return standby.process
+            except OSError:  # it exited meanwhile
+                pass
+        self._stop_standby(standby)
+        return None
+
+    @staticmethod
+    def _stop_standby(standby: _Standby) -> None:
+        _kill_group(standby.process.pid)
+        threading.Thread(target=standby.process.wait, name="lodotune-standby-wait", daemon=True).start()
 
     # hung drivers -------------------------------------------------------------------------------
 
@@ -716,19 +810,19 @@ class InProcessLauncher(Launcher):
                 self._settle(job, "failed", " ".join(str(err).split()))
                 return
         log_path = self._log_path(job)
-        env = {**os.environ, **driver_environment(self.settings, self._ray)}
+        env = self._driver_env()
         try:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    [sys.executable, *driver_command(job.id, attempt)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-                    start_new_session=True,  # its Ray's processes share the session: kill_ray_leftovers
-                )
+            process = self._take_standby(env, job.id, attempt, log_path)
+            if process is None:
+                with log_path.open("ab") as log:
+                    process = self._spawn_driver(
+                        driver_command(job.id, attempt),
+                        env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
         except OSError as err:
             print(f"lodotune: job {job.id}: cannot start its driver: {err}", file=sys.stderr)
             self._lose(job, f"driver could not start: {type(err).__name__}")
@@ -737,7 +831,7 @@ class InProcessLauncher(Launcher):
         threading.Thread(
             target=self._watch, args=(process,), name="lodotune-driver-wait", daemon=True
         ).start()
-        self.store.update(job.id, driver=f"pid {process.pid}")
+        self.store.update(job.id, driver=f"pid {process.pid} start {_process_start(process.pid)}")
 
     def _watch(self, process: subprocess.Popen) -> None:
         """Wait on one driver (so it is reaped the moment it exits) and reconcile right then."""
@@ -810,13 +904,13 @@ class InProcessLauncher(Launcher):
             return
         pid = _driver_pid(job.driver)
         owner_gone = owner is None or steal_from is not None or owner_dead_here(owner, self.host)
-        if pid is not None and _is_driver_of(pid, job.id):
+        if pid is not None and _is_driver_of(pid, job):
             reason = self._hung(job, job.attempt)
             if reason is None:
                 return  # alive and beating: leave it
             _kill_group(pid)
             deadline = time.monotonic() + TERMINATE_GRACE_SECONDS
-            while _is_driver_of(pid, job.id) and time.monotonic() < deadline:
+            while _is_driver_of(pid, job) and time.monotonic() < deadline:
                 time.sleep(0.05)
             kill_ray_leftovers(pid)
             self._lose(job, f"{reason}: hung or stopped, killed", steal_from=steal_from)
@@ -851,6 +945,9 @@ class InProcessLauncher(Launcher):
                 if current is not None and current.status == "running" and current.attempt == entry.attempt:
                     self._lose(current, SERVER_STOPPED, charged=False)
             self._drivers.clear()
+            if self._standby is not None:
+                self._stop_standby(self._standby)
+                self._standby = None
             if self._ray is not None:
                 self._ray.stop()  # after its drivers: they disconnect first
 

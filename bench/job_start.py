@@ -1,7 +1,14 @@
 """How long a new job shows nothing: from POST /tune (a small rosenbrock adam job, executor ray) to
-the first progress event with ``trials_done >= 1`` on its event stream, with the service's own Ray
-(LODOTUNE_SHARED_RAY=true, the default) and with each driver starting a Ray of its own
-(LODOTUNE_SHARED_RAY=false); a fresh server per mode, REPEATS jobs one after another.
+the first progress event with ``trials_done >= 1`` on its event stream. Modes, a fresh server each,
+REPEATS jobs one after another:
+
+* ``standby, idle service`` (the default settings, a job arriving at an idle service): before each
+  job, wait until the standby driver says it is ready (its line in the server's log);
+* ``standby, back to back``: each job posted the moment the previous one ended, so its standby
+  driver is still starting;
+* ``no standby`` (LODOTUNE_STANDBY_DRIVER=false, the baseline): every driver imports torch and
+  its Ray workers start after the POST;
+* ``own Ray per driver`` (LODOTUNE_SHARED_RAY=false, no standby): each driver starts a Ray too.
 
     .venv/bin/python bench/job_start.py  # prints a table, writes bench/results/job_start.json
 """
@@ -22,7 +29,25 @@ from tests.api.conftest import Server  # noqa: E402
 
 REPEATS = 3
 SPEC = {"task": "rosenbrock", "optimizer": "adam", "generations": 2, "population": 4, "evaluate": False}
-MODES = {"service Ray": "true", "own Ray per driver": "false"}
+BASELINE = "no standby"
+# label: (server settings, wait for a ready standby before each job)
+MODES = {
+    "standby, idle service": ({"shared_ray": "true", "standby_driver": "true"}, True),
+    "standby, back to back": ({"shared_ray": "true", "standby_driver": "true"}, False),
+    BASELINE: ({"shared_ray": "true", "standby_driver": "false"}, False),
+    "own Ray per driver": ({"shared_ray": "false", "standby_driver": "false"}, False),
+}
+READY = "lodotune driver: standby "
+
+
+def wait_for_standby(server: Server, count: int, timeout: float = 120) -> None:
+    """Until the server's log holds ``count`` standby-ready lines (one per standby started)."""
+    log = server.artifact_dir.parent / f"server-{server.port}.log"
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count(READY) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no ready standby driver within {timeout} s: see {log}")
+        time.sleep(0.1)
 
 
 def first_trial_seconds(server: Server, seed: int) -> float:
@@ -47,22 +72,35 @@ def first_trial_seconds(server: Server, seed: int) -> float:
 
 def main() -> None:
     results = {}
-    for label, shared in MODES.items():
+    for label, (settings, idle) in MODES.items():
         with tempfile.TemporaryDirectory(prefix="lt-bench-") as root:
-            server = Server(Path(root) / "artifacts", executor="ray", shared_ray=shared).start()
+            server = Server(Path(root) / "artifacts", executor="ray", **settings).start()
             try:
-                results[label] = [first_trial_seconds(server, seed) for seed in range(REPEATS)]
+                times = []
+                for seed in range(REPEATS):
+                    if idle:
+                        wait_for_standby(server, seed + 1)
+                    times.append(first_trial_seconds(server, seed))
+                results[label] = times
             finally:
                 server.stop()
     medians = {label: statistics.median(times) for label, times in results.items()}
-    ratio = medians["own Ray per driver"] / medians["service Ray"]
-    print(f"{'mode':<20} {'runs (s)':<24} {'median (s)':>10}")
+    print(f"{'mode':<24} {'runs (s)':<20} {'median (s)':>10} {'÷ ' + BASELINE:>14}")
     for label, times in results.items():
-        print(f"{label:<20} {' '.join(f'{t:.2f}' for t in times):<24} {medians[label]:>10.2f}")
-    print(f"ratio own/service: {ratio:.1f}x")
+        runs = " ".join(f"{t:.2f}" for t in times)
+        ratio = medians[label] / medians[BASELINE]
+        print(f"{label:<24} {runs:<20} {medians[label]:>10.2f} {ratio:>13.2f}x")
     out = ROOT / "bench" / "results" / "job_start.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    document = {"spec": SPEC, "repeats": REPEATS, "seconds": results, "median": medians, "ratio": ratio}
+    document = {
+        "spec": SPEC,
+        "repeats": REPEATS,
+        "modes": {label: {"settings": settings, "idle": idle} for label, (settings, idle) in MODES.items()},
+        "seconds": results,
+        "median": medians,
+        "baseline": BASELINE,
+        "ratio_to_baseline": {label: medians[label] / medians[BASELINE] for label in medians},
+    }
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 

@@ -184,6 +184,22 @@ def _ray_worker_shard(
     return run_shard(specs, trial_fn, vectorize=vectorize)
 
 
+def _warm_worker() -> int:
+    """A task that does nothing: by the time it runs, its worker has imported this module (torch,
+    the tasks, the optimizers), which is most of a first trial's wait."""
+    return os.getpid()
+
+
+def warm_ray_workers(count: int) -> int:
+    """Start up to ``count`` workers of this driver's Ray job before its first trial (a worker
+    imports Python, Ray and torch first: seconds on a small machine); the trials reuse them.
+    Returns how many distinct workers ran."""
+    import ray
+
+    task = ray.remote(_warm_worker).options(num_cpus=1)
+    return len(set(ray.get([task.remote() for _ in range(count)])))
+
+
 def _check_resource(name: str, value: object) -> float:
     # Ray accepts fractions up to 1 and whole numbers above.
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,16 +1,22 @@
 """The service's own Ray (LODOTUNE_SHARED_RAY, issue 13 item 9): the in-process launcher starts one
 local Ray with the server and every driver joins it instead of starting its own; it is gone, temp
-dir and all, once the server stops. A job says "starting" from the moment it is launched."""
+dir and all, once the server stops. A job says "starting" from the moment it is launched. While
+no job runs, a standby driver waits with torch imported and the Ray's workers started: a job at
+an idle service runs on it, and the next standby takes its place."""
 
 from __future__ import annotations
 
 import re
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from api.launchers import InProcessLauncher
 from api.schemas import TuneRequest
+from api.settings import Settings
+from api.store import JobStore, migrate
 from tests.api.conftest import Server, wait_for
 from tuner.jobs import run_tune_job
 from tuner.rundir import RunDir
@@ -96,3 +102,58 @@ def test_a_job_says_starting_before_its_first_trial(ray_server):
             time.sleep(0.05)
         assert any(phase == "starting" for _, phase, _ in seen), seen
         assert wait_for(client, job_id, timeout=300)["status"] == "succeeded"
+
+
+def _ready_standbys(server: Server, count: int, timeout: float = 120) -> list[int]:
+    """The pids of the first ``count`` standby drivers that said they are ready (the server's log)."""
+    log = server.artifact_dir.parent / f"server-{server.port}.log"
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.findall(r"standby (\d+) ready \((\d+) Ray workers started\)", log.read_text())
+        if len(found) >= count:
+            assert all(int(workers) >= 1 for _, workers in found), found
+            return [int(pid) for pid, _ in found[:count]]
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
+def test_a_job_at_an_idle_service_runs_on_the_standby_driver_then_another_stands_by(ray_server, tmp_path):
+    (standby,) = _ready_standbys(ray_server, 1)
+    with ray_server.client() as client:
+        job_id = client.post("/tune", json={**SPEC, "seed": 2}).json()["id"]
+        job = wait_for(client, job_id, timeout=300)
+        assert job["status"] == "succeeded", job
+        assert int(job["driver"].split()[1]) == standby
+        document = client.get(f"/jobs/{job_id}/hyperparameters").json()
+    log = (ray_server.artifact_dir / "jobs" / job_id / "driver-1.log").read_text()
+    assert f"job {job_id} attempt 1 succeeded" in log  # its output went to the job's log
+    request = TuneRequest.model_validate({**SPEC, "seed": 2})
+    reference = run_tune_job(request, JobContext(RunDir(tmp_path / "ref"), Runtime("local")))
+    assert document["hyperparameters"] == reference["hyperparameters"]["hyperparameters"]
+    _, replacement = _ready_standbys(ray_server, 2)
+    assert replacement != standby and standby not in _processes_mentioning("api.driver")
+
+
+def test_a_standby_started_in_another_environment_is_stopped_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("LODOTUNE_ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("LODOTUNE_EXECUTOR", "local")
+    settings = Settings()
+    migrate(settings.resolved_database_url)
+    store = JobStore(settings.resolved_database_url)
+    launcher = InProcessLauncher(store, settings)
+    try:
+        launcher.start()
+        standby = launcher._standby
+        assert standby is not None and standby.process.poll() is None
+        log = tmp_path / "driver.log"
+        monkeypatch.setenv("LODOTUNE_SOMETHING_NEW", "1")  # a driver started now sees another environment
+        with launcher._lock:  # not the reconcile thread meanwhile
+            assert launcher._take_standby(launcher._driver_env(), "job", 1, log) is None
+            assert standby.process.wait(30) == -signal.SIGKILL and not log.exists()
+            launcher._keep_standby()
+            assert launcher._standby is not None and launcher._standby is not standby
+            replacement = launcher._standby.process
+    finally:
+        launcher.close()
+        store.close()
+    assert replacement.wait(30) is not None  # closing the launcher stopped its standby
