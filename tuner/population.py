@@ -246,6 +246,9 @@ def run_population(
             ended[alive[j]] = now
         stopped_rows = set(stopped)
         rows = [j for j in range(len(alive)) if j not in stopped_rows]
+        if not rows:  # every member stopped at once: nothing is left to run or to keep
+            alive = []
+            return
         index = torch.as_tensor(rows, dtype=torch.long, device=params.device)
         params = params.index_select(0, index)
         optimizer.keep(index)
@@ -280,12 +283,12 @@ def run_population(
         if alive and due(step + 1, every, len(traces[alive[0]])):
             sample(step + 1)
     wall = time.perf_counter() - start
-    population.write_back(params)
+    if alive:
+        population.write_back(params)
     results: list[TrialResult | None] = [None] * len(specs)
     execution = {"vectorized": True, "members": len(specs), "formulation": population.formulation}
-    for j, member in enumerate(population.members):
-        index = alive[j]
-        metrics = member.metrics(preconditioner=optimizer.precondition(j))
+    for j, index in enumerate(alive):  # row j of the batch is member j of the population
+        metrics = population.members[j].metrics(preconditioner=optimizer.precondition(j))
         results[index] = TrialResult.finished(
             specs[index],
             losses[index],

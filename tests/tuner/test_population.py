@@ -174,6 +174,20 @@ def test_a_diverging_member_stops_where_its_solo_run_does_and_leaves_the_others_
     assert vectorized[1].metrics == {}
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "lodo"])
+def test_members_that_all_diverge_at_one_evaluation_are_diverged_not_an_error(optimizer, data_dir):
+    specs = [
+        dataclasses.replace(s, hyperparameters=dict(s.hyperparameters, lr=s.hyperparameters["lr"] * 1e200))
+        for s in _specs("rosenbrock", optimizer, data_dir, members=3, steps=40)
+    ]
+    alone = [run_trial(s) for s in specs]
+    (stop,) = {len(r.losses) for r in alone}
+    assert all(r.diverged for r in alone) and stop < 40  # the premise: all at one evaluation
+    for a, b in zip(run_population(specs), alone, strict=True):
+        assert a.error is None
+        assert_same(a, b)
+
+
 def test_chaotic_rosenbrock_agrees_far_beyond_the_first_50_evaluations():
     """Rosenbrock is chaotic under some settings, so equality is only guaranteed to rounding at
     each step; with these values the curves stay within 1e-9 for 300 evaluations."""
