@@ -2,9 +2,11 @@
 
 Each case is a generation of P individuals (the LODO schedule's spread of hyperparameters: the
 defaults times 10^N(0, 0.5) per value, decays kept in [0, 0.99], one seed each) on one task for
-the given number of steps. ``per-trial`` runs ``run_trial`` on each spec one after another (what
-``LocalExecutor(vectorize="off")`` does); ``vectorized`` runs them as one population
-(``run_population``). The ratio is per-trial wall / vectorized wall; member-steps/s counts loss
+the given number of steps. ``per-trial`` runs ``run_trial`` on each spec one after another
+(what ``LocalExecutor(vectorize="off")`` does); ``vectorized`` runs them as
+``LocalExecutor(vectorize="on")`` does: one population, or the shards of it that fit the memory
+budget (``plan``), in the population form ``--formulations`` names (a row each; ``auto``: the
+device's default). The ratio is per-trial wall / vectorized wall; member-steps/s counts loss
 evaluations of all members per second. Memory per member: on CUDA the peak allocated over the
 vectorized run / P, on the CPU the estimate ``tuner.population.member_bytes`` uses to split
 shards (torch's CPU allocator keeps no peak). Both paths build their tasks inside the timing.
@@ -36,8 +38,9 @@ from rich.console import Console
 from rich.table import Table
 
 import lodo
-from tuner.population import member_bytes, run_population
-from tuner.trial import TrialSpec, run_trial
+from tasks.population import FORMULATIONS
+from tuner.population import member_bytes, plan, run_population
+from tuner.trial import TrialResult, TrialSpec, run_trial
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ga_generation.json"
 # (task, optimizer, members, steps, task options): the issue's cases
@@ -79,23 +82,42 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_case(task, optimizer, members, steps, options, device, per_trial_members) -> dict:
+def run_vectorized(specs: list[TrialSpec], formulation: str) -> tuple[list[TrialResult], list[int]]:
+    """What ``LocalExecutor(vectorize="on")`` runs: the population in the shards that fit the
+    memory budget (tuner.population.plan), one after another; also the shard sizes."""
+    results, sizes = [], []
+    for shard in plan(specs, "on"):
+        results += run_population([specs[i] for i in shard.indices], formulation)
+        sizes.append(len(shard.indices))
+    return results, sizes
+
+
+def run_case(task, optimizer, members, steps, options, device, per_trial_members, formulations) -> list[dict]:
     specs = generation(task, optimizer, members, steps, options, device)
     timed = specs[: per_trial_members or members]
     # Warm both paths (kernels, allocator, lazy imports: a process pays them once, not per generation)
     warm = generation(task, optimizer, 2, 2, options, device, seed=10_000)
     for spec in warm:
         run_trial(spec)
-    run_population(warm)
+    for formulation in formulations:
+        run_population(warm, formulation)
     synchronize(device)
     start = time.perf_counter()
     alone = [run_trial(s) for s in timed]
     synchronize(device)
     per_trial = (time.perf_counter() - start) * members / len(timed)
+    return [
+        vectorized_row(specs, alone, per_trial, device, formulation) | {"per_trial_timed_members": len(timed)}
+        for formulation in formulations
+    ]
+
+
+def vectorized_row(specs, alone, per_trial, device, formulation) -> dict:
+    members, first = len(specs), specs[0]
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    vectorized = run_population(specs)
+    vectorized, shards = run_vectorized(specs, formulation)
     synchronize(device)
     wall = time.perf_counter() - start
     memory = (
@@ -110,17 +132,17 @@ def run_case(task, optimizer, members, steps, options, device, per_trial_members
     agree = max((abs(a - b) / max(abs(b), 1e-300) for a, b in pairs), default=0.0)
     evaluations = sum(len(r.losses) for r in vectorized)
     return {
-        "task": task,
-        "optimizer": optimizer,
+        "task": first.task,
+        "optimizer": first.optimizer,
         "members": members,
-        "steps": steps,
+        "steps": first.steps,
+        "shards": shards,
         "per_trial_s": per_trial,
-        "per_trial_timed_members": len(timed),
         "vectorized_s": wall,
         "ratio": per_trial / wall,
         "member_steps_per_s": evaluations / wall,
         "per_trial_member_steps_per_s": sum(len(r.losses) for r in alone)
-        / (per_trial * len(timed) / members),
+        / (per_trial * len(alone) / members),
         "memory_per_member_mb": memory / 2**20,
         "memory_kind": "peak allocated" if device.startswith("cuda") else "estimate",
         "diverged": sum(r.diverged for r in vectorized),
@@ -137,8 +159,23 @@ def main() -> None:
     parser.add_argument("--members", type=int, nargs="+", default=None, help="override P (one row per value)")
     parser.add_argument("--only", nargs="+", default=None, help="TASK:OPTIMIZER cases to run")
     parser.add_argument("--batch-size", type=int, default=None, help="task batch_size option for data tasks")
+    parser.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task option for every case (e.g. metric_images=1: the CNNs' final metric, which "
+        "otherwise dominates a short run)",
+    )
+    parser.add_argument(
+        "--formulations",
+        nargs="+",
+        default=["auto"],
+        choices=list(FORMULATIONS),
+        help="the network tasks' population forms to time (a row each): auto (the device's), vmap, loop",
+    )
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=max(160, Console().width))
     cases = CASES
     if args.only:
         wanted = [tuple(item.split(":")) for item in args.only]
@@ -156,15 +193,21 @@ def main() -> None:
                 options["data_dir"] = str(directory)
             if args.batch_size is not None and task not in ("rosenbrock", "noisy-quadratic-bowl"):
                 options["batch_size"] = args.batch_size
+            for item in args.task_option:
+                key, _, value = item.partition("=")
+                options[key] = json.loads(value)
             for count in args.members or [members]:
                 scaled = max(2, round(steps * args.scale))
                 console.print(f"{task} {optimizer}: {count} members x {scaled} steps ...")
-                row = run_case(task, optimizer, count, scaled, options, args.device, args.per_trial_members)
-                row["data"] = data
-                rows.append(row)
+                case_rows = run_case(
+                    task, optimizer, count, scaled, options, args.device,
+                    args.per_trial_members, args.formulations,
+                )  # fmt: skip
+                rows += [row | {"data": data} for row in case_rows]
     table = Table(
-        "task", "optimizer", "P × steps", "per-trial s", "vectorized s", "ratio", "member-steps/s",
-        "per-trial steps/s", "MB/member", "max rel diff", title=f"GA generation, {args.device}",
+        "task", "optimizer", "P × steps", "shards", "form", "per-trial s", "vectorized s", "ratio",
+        "member-steps/s", "per-trial steps/s", "MB/member", "max rel diff",
+        title=f"GA generation, {args.device}",
         caption="ratio: per-trial wall / vectorized wall, same run; MB/member: peak (cuda), estimate (cpu)",
     )  # fmt: skip
     for r in rows:
@@ -172,7 +215,8 @@ def main() -> None:
             "" if r["per_trial_timed_members"] == r["members"] else f" ({r['per_trial_timed_members']} timed)"
         )
         table.add_row(
-            r["task"], r["optimizer"], f"{r['members']} × {r['steps']}", f"{r['per_trial_s']:.2f}{note}",
+            r["task"], r["optimizer"], f"{r['members']} × {r['steps']}", "+".join(map(str, r["shards"])),
+            r["formulation"], f"{r['per_trial_s']:.2f}{note}",
             f"{r['vectorized_s']:.2f}", f"{r['ratio']:.1f}×", f"{r['member_steps_per_s']:,.0f}",
             f"{r['per_trial_member_steps_per_s']:,.0f}", f"{r['memory_per_member_mb']:.2f}",
             f"{r['max_rel_diff_first_50']:.1e}",
