@@ -85,6 +85,9 @@ class Server:
             "LODOTUNE_ARTIFACT_DIR": str(artifact_dir),
             "LODOTUNE_EXECUTOR": "local",
             "LODOTUNE_POLL_INTERVAL": "0.2",
+            # off unless a test asks: a standby's start (torch, Ray workers) after every job takes
+            # CPUs from the next on 2 cores, and gives one of jobs posted together a head start
+            "LODOTUNE_STANDBY_DRIVER": "false",
             **{f"LODOTUNE_{k.upper()}": v for k, v in settings.items()},
         }
         self.process: subprocess.Popen | None = None

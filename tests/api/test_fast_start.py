@@ -57,7 +57,7 @@ def _service_ray_dir(server: Server) -> str:
 def ray_server(serve, tmp_path):
     if not Path("/proc").is_dir():
         pytest.skip("needs /proc")
-    return serve(tmp_path / "artifacts", executor="ray", max_concurrent_jobs="2")
+    return serve(tmp_path / "artifacts", executor="ray", max_concurrent_jobs="2", standby_driver="true")
 
 
 def test_jobs_share_the_services_one_ray_which_goes_with_the_server(ray_server, tmp_path):
