@@ -27,8 +27,9 @@ host the driver's process is checked too).
   with the API (``PR_SET_PDEATHSIG``). Each driver leads a session of its own; once it is gone,
   whatever of its local Ray is left in that session is killed (Ray reaps its GCS and raylet when the
   driver is killed, not its agents). A thread waits on each driver, so it is reaped (no zombie) and
-  its job settled the moment it exits. While no driver runs it keeps one standby driver started
-  ahead (``standby_driver``): the next job runs on it, its imports and Ray workers already up.
+  its job settled the moment it exits. While no driver runs, or a job waits for room, it keeps one
+  standby driver started ahead (``standby_driver``): the next job runs on it, its imports done and
+  its Ray workers up (while a job runs they start only once its trials leave CPUs free).
   With executor ``ray`` and no ``ray_address`` the launcher keeps one local Ray for its whole life
   (:class:`ServiceRay`, ``LODOTUNE_SHARED_RAY``): every driver joins it in under a second rather
   than starting its own; one that died is replaced at the next launch (a job whose Ray cannot
@@ -689,11 +690,15 @@ class InProcessLauncher(Launcher):
         )
 
     def _keep_standby(self) -> None:
-        """While no driver runs, keep one started ahead (``standby_driver``), so the next job's
-        first trial waits for none of a driver's start: its imports, and with the service's Ray its
-        workers' (seconds each on a small machine). Not while jobs run, whose CPUs its start would
-        take; not again within a minute of one that exited unused (it would only fail again)."""
-        if not self.settings.standby_driver or self._drivers or self._room() <= 0 or self._stop.is_set():
+        """Keep one driver started ahead (``standby_driver``) while no driver runs, or while a job
+        waits for room, so that job's first trial waits for none of a driver's start: its imports,
+        and with the service's Ray its workers' (seconds each on a small machine). Not while jobs
+        run and none waits (its start would take their CPUs for nothing); not again within a
+        minute of one that exited unused (it would only fail again)."""
+        if not self.settings.standby_driver or self._stop.is_set():
+            return
+        idle = not self._drivers and self._room() > 0
+        if not idle and not (self._room() <= 0 and self._job_waiting()):
             return
         if self._standby is not None:
             if self._standby.process.poll() is None:
@@ -716,6 +721,9 @@ class InProcessLauncher(Launcher):
             self._standby_died_at = time.monotonic()
             return
         self._standby = _Standby(process, env)
+
+    def _job_waiting(self) -> bool:
+        return bool(self.store.with_status(("queued",), launcher=self.name, limit=1))
 
     def _take_standby(
         self, env: dict[str, str], job_id: str, attempt: int, log: Path

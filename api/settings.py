@@ -47,9 +47,10 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(1, ge=1, description="inprocess: drivers running at once.")
     standby_driver: bool = Field(
         True,
-        description="inprocess: while no job runs, keep one driver started ahead (torch imported, "
-        "the service's Ray joined and its workers started), so the next job's first trial does not "
-        "wait seconds for them; costs an idle process (and, with executor ray, idle workers).",
+        description="inprocess: while no job runs, or a job waits for room, keep one driver started "
+        "ahead (torch imported, the service's Ray joined and its workers started), so the next job's "
+        "first trial does not wait seconds for them; costs an idle process (and, with executor ray, "
+        "idle workers).",
     )
     driver_num_cpus: float = Field(1.0, ge=0, description="ray-jobs: CPUs reserved for each driver.")
     api_token: SecretStr | None = Field(None, description="When set, every endpoint but /healthz needs it.")

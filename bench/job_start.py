@@ -6,6 +6,8 @@ REPEATS jobs one after another:
   job, wait until the standby driver says it is ready (its line in the server's log);
 * ``standby, back to back``: each job posted the moment the previous one ended, so its standby
   driver is still starting;
+* ``standby, queued`` and ``no standby, queued``: each job posted while a longer one (AHEAD, ~10
+  s) runs, timed from when it left the queue (its ``started_at``) to its first finished trial;
 * ``no standby`` (LODOTUNE_STANDBY_DRIVER=false, the baseline): every driver imports torch and
   its Ray workers start after the POST;
 * ``own Ray per driver`` (LODOTUNE_SHARED_RAY=false, no standby): each driver starts a Ray too.
@@ -20,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +32,20 @@ from tests.api.conftest import Server  # noqa: E402
 
 REPEATS = 3
 SPEC = {"task": "rosenbrock", "optimizer": "adam", "generations": 2, "population": 4, "evaluate": False}
+# the job a queued one waits behind
+AHEAD = {"task": "rosenbrock", "optimizer": "lodo", "generations": 10, "population": 32, "evaluate": False}
 BASELINE = "no standby"
-# label: (server settings, wait for a ready standby before each job)
+STANDBY = {"shared_ray": "true", "standby_driver": "true"}
+COLD = {"shared_ray": "true", "standby_driver": "false"}
+# label: (server settings, how each job arrives: at an idle service with its standby ready,
+# right after the previous job ended, or queued behind AHEAD)
 MODES = {
-    "standby, idle service": ({"shared_ray": "true", "standby_driver": "true"}, True),
-    "standby, back to back": ({"shared_ray": "true", "standby_driver": "true"}, False),
-    BASELINE: ({"shared_ray": "true", "standby_driver": "false"}, False),
-    "own Ray per driver": ({"shared_ray": "false", "standby_driver": "false"}, False),
+    "standby, idle service": (STANDBY, "idle"),
+    "standby, back to back": (STANDBY, "back to back"),
+    "standby, queued": (STANDBY, "queued"),
+    BASELINE: (COLD, "back to back"),
+    "no standby, queued": (COLD, "queued"),
+    "own Ray per driver": ({"shared_ray": "false", "standby_driver": "false"}, "back to back"),
 }
 READY = "lodotune driver: standby "
 
@@ -50,9 +60,14 @@ def wait_for_standby(server: Server, count: int, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
-def first_trial_seconds(server: Server, seed: int) -> float:
+def first_trial_seconds(server: Server, seed: int, queued: bool = False) -> float:
+    """From POST /tune (``queued``: from when the job left the queue behind AHEAD) to its first
+    progress event with a finished trial."""
     with server.client() as client:
-        start = time.perf_counter()
+        ahead = None
+        if queued:
+            ahead = client.post("/tune", json={**AHEAD, "seed": seed}).raise_for_status().json()["id"]
+        start = time.time()
         job_id = client.post("/tune", json={**SPEC, "seed": seed}).raise_for_status().json()["id"]
         with client.stream("GET", f"/jobs/{job_id}/events", timeout=300) as response:
             for line in response.iter_lines():
@@ -61,26 +76,31 @@ def first_trial_seconds(server: Server, seed: int) -> float:
                 data = json.loads(line.removeprefix("data:"))
                 progress = data.get("progress", data)
                 if (progress.get("trials_done") or 0) >= 1 or (progress.get("generation") or 0) >= 1:
-                    elapsed = time.perf_counter() - start
+                    end = time.time()
                     break
                 if data.get("status") in ("failed", "cancelled"):
                     raise RuntimeError(f"job {job_id} {data.get('status')}: {data}")
-        while client.get(f"/jobs/{job_id}").json()["status"] in ("queued", "running"):
-            time.sleep(0.2)
-    return elapsed
+        for waited in (job_id, ahead):
+            while waited and client.get(f"/jobs/{waited}").json()["status"] in ("queued", "running"):
+                time.sleep(0.2)
+        if queued:
+            started = client.get(f"/jobs/{job_id}").json()["started_at"]
+            started_at = datetime.fromisoformat(started.replace("Z", "+00:00"))
+            start = (started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)).timestamp()
+    return end - start
 
 
 def main() -> None:
     results = {}
-    for label, (settings, idle) in MODES.items():
+    for label, (settings, arrival) in MODES.items():
         with tempfile.TemporaryDirectory(prefix="lt-bench-") as root:
             server = Server(Path(root) / "artifacts", executor="ray", **settings).start()
             try:
                 times = []
                 for seed in range(REPEATS):
-                    if idle:
+                    if arrival == "idle":
                         wait_for_standby(server, seed + 1)
-                    times.append(first_trial_seconds(server, seed))
+                    times.append(first_trial_seconds(server, seed, queued=arrival == "queued"))
                 results[label] = times
             finally:
                 server.stop()
@@ -95,7 +115,8 @@ def main() -> None:
     document = {
         "spec": SPEC,
         "repeats": REPEATS,
-        "modes": {label: {"settings": settings, "idle": idle} for label, (settings, idle) in MODES.items()},
+        "ahead": AHEAD,
+        "modes": {label: {"settings": s, "arrival": arrival} for label, (s, arrival) in MODES.items()},
         "seconds": results,
         "median": medians,
         "baseline": BASELINE,

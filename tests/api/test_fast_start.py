@@ -104,14 +104,15 @@ def test_a_job_says_starting_before_its_first_trial(ray_server):
         assert wait_for(client, job_id, timeout=300)["status"] == "succeeded"
 
 
-def _ready_standbys(server: Server, count: int, timeout: float = 120) -> list[int]:
-    """The pids of the first ``count`` standby drivers that said they are ready (the server's log)."""
+def _ready_standbys(server: Server, count: int, timeout: float = 120, min_workers: int = 1) -> list[int]:
+    """The pids of the first ``count`` standby drivers that said they are ready (the server's log),
+    each with at least ``min_workers`` Ray workers started."""
     log = server.artifact_dir.parent / f"server-{server.port}.log"
     deadline = time.monotonic() + timeout
     while True:
         found = re.findall(r"standby (\d+) ready \((\d+) Ray workers started\)", log.read_text())
         if len(found) >= count:
-            assert all(int(workers) >= 1 for _, workers in found), found
+            assert all(int(workers) >= min_workers for _, workers in found), found
             return [int(pid) for pid, _ in found[:count]]
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
@@ -132,6 +133,23 @@ def test_a_job_at_an_idle_service_runs_on_the_standby_driver_then_another_stands
     assert document["hyperparameters"] == reference["hyperparameters"]["hyperparameters"]
     _, replacement = _ready_standbys(ray_server, 2)
     assert replacement != standby and standby not in _processes_mentioning("api.driver")
+
+
+def test_a_job_queued_behind_another_runs_on_a_standby_started_while_it_waited(serve, tmp_path):
+    server = serve(tmp_path / "artifacts", max_concurrent_jobs="1", standby_driver="true")
+    (first,) = _ready_standbys(server, 1, min_workers=0)  # executor local: no Ray
+    ahead = {**SPEC, "optimizer": "lodo", "generations": 4, "population": 16, "step_scale": 1.0}
+    with server.client() as client:
+        ahead_id = client.post("/tune", json=ahead).json()["id"]
+        queued_id = client.post("/tune", json={**SPEC, "seed": 3}).json()["id"]
+        jobs = [wait_for(client, job_id, timeout=300) for job_id in (ahead_id, queued_id)]
+    # the second standby started while the first job ran on the first and the second waited: no
+    # standby is started while the queued job runs, so without it that job would start cold
+    _, second = _ready_standbys(server, 2, min_workers=0)
+    assert [job["status"] for job in jobs] == ["succeeded", "succeeded"], jobs
+    assert [int(job["driver"].split()[1]) for job in jobs] == [first, second]
+    log = (server.artifact_dir / "jobs" / queued_id / "driver-1.log").read_text()
+    assert f"job {queued_id} attempt 1 succeeded" in log
 
 
 def test_a_standby_started_in_another_environment_is_stopped_not_used(tmp_path, monkeypatch):
