@@ -201,7 +201,9 @@ def test_a_time_budget_that_cuts_trials_off_ends_with_the_finished_ones(ray_sess
     assert document["best"]["trial_id"] in {t["trial_id"] for t in document["trials"]}
 
 
-def _trainable_reports(monkeypatch, optimizer, *, budget, max_t, every, batch_size=None, task="digits-mlp"):
+def _trainable_reports(
+    monkeypatch, optimizer, *, budget, max_t, every, batch_size=None, task="digits-mlp", task_options=None
+):
     """What the Tune trainable reports for one trial, run in this process (tune.report captured)."""
     from ray import tune
 
@@ -218,7 +220,7 @@ def _trainable_reports(monkeypatch, optimizer, *, budget, max_t, every, batch_si
         "task": task,
         "optimizer": optimizer,
         "space": space,
-        "task_options": {},
+        "task_options": task_options or {},
         "device": "cpu",
         "max_t": max_t,
         "report_every": every,
@@ -234,27 +236,30 @@ def _trainable_reports(monkeypatch, optimizer, *, budget, max_t, every, batch_si
 
 def test_equal_budgets_in_examples_give_a_batch_of_3200_a_64th_of_the_updates_of_a_batch_of_50(monkeypatch):
     # digits-autoregression draws its images with replacement: a batch of 3200 is 3200 examples
+    # (its reported metrics on 2 images: each report generates them pixel by pixel)
     small = _trainable_reports(
         monkeypatch,
         "adam",
         budget="examples",
-        max_t=6400,
-        every=6400,
+        max_t=3200,
+        every=3200,
         batch_size=50,
         task="digits-autoregression",
+        task_options={"metric_images": 2},
     )
     large = _trainable_reports(
         monkeypatch,
         "adam",
         budget="examples",
-        max_t=6400,
-        every=6400,
+        max_t=3200,
+        every=3200,
         batch_size=3200,
         task="digits-autoregression",
+        task_options={"metric_images": 2},
     )
-    assert (small[-1]["updates"], large[-1]["updates"]) == (128, 2)
-    assert small[-1]["examples"] == large[-1]["examples"] == 6400
-    assert small[-1]["budget_used"] == large[-1]["budget_used"] == 6400
+    assert (small[-1]["updates"], large[-1]["updates"]) == (64, 1)
+    assert small[-1]["examples"] == large[-1]["examples"] == 3200
+    assert small[-1]["budget_used"] == large[-1]["budget_used"] == 3200
 
 
 def test_an_update_of_a_full_batch_task_sees_the_training_set_once():
