@@ -27,14 +27,26 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     return f"{prefix}{error['msg']} (got {error['input']!r})"
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds: itself, or one inside ``X | None``, ``tuple[X, ...]``,
+    ``dict[str, X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names of the (nested) model in which ``loc``'s last key was found."""
     for part in loc[:-1]:
-        if isinstance(part, int):
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:  # an index or a key of a tuple or dict field
             continue
-        annotation = model.model_fields[part].annotation
-        inner = getattr(annotation, "__args__", (annotation,))[0]
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
+        inner = _model_in(field.annotation)
+        if inner is not None:
             model = inner
     return list(model.model_fields)
 

@@ -703,6 +703,10 @@ INTEGER = r" \(allowed: an integer >= 0\)"
             {"distribution": "loguniform", "low": 2.0, "high": 1.0},
             r"params\.terms: Invalid range: \[2\.0, 1\.0\] \(allowed: low < high\)",
         ),
+        (  # a key inside a dict of models: its allowed keys are the distribution's
+            {"distribution": "int_uniform", "low": 1, "high": 2, "step": 1},
+            r"unknown key 'params\.terms\.step' \(allowed keys: distribution \| low \| high\)",
+        ),
     ],
 )
 def test_bad_distributions_name_the_field_and_the_allowed_values(monkeypatch, params, message):
