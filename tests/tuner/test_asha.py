@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -33,12 +35,14 @@ def asha_run(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("asha")
     events = []
     config = AshaConfig("digits-mlp", "momentum", **SMALL, seed=0)
-    document = tune_asha(config, JobContext(RunDir(root), emit=events.append))
-    return config, document, events, root
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        document = tune_asha(config, JobContext(RunDir(root), emit=events.append))
+    return config, document, events, root, printed.getvalue()
 
 
 def test_asha_returns_the_best_trial_and_a_document_of_the_common_shape(asha_run):
-    config, document, _, root = asha_run
+    config, document, _, root, _ = asha_run
     assert set(document) >= COMMON_KEYS
     assert document["strategy"] == "asha" and document["metric"] == "validation_loss"
     assert read_json(root / "hyperparameters.json") == document
@@ -53,8 +57,13 @@ def test_asha_returns_the_best_trial_and_a_document_of_the_common_shape(asha_run
     assert (root / "tune" / "asha").is_dir()  # Tune's storage stays inside the run directory
 
 
+def test_asha_prints_none_of_ray_tunes_console_output(asha_run):
+    printed = asha_run[-1]
+    assert "Configuration for experiment" not in printed and "View detailed results" not in printed, printed
+
+
 def test_asha_stops_bad_trials_early(asha_run):
-    config, document, events, _ = asha_run
+    config, document, events, _, _ = asha_run
     steps = [r["steps"] for r in document["trials"]]
     assert len(steps) == config.num_samples
     assert max(steps) == config.max_t
@@ -342,7 +351,7 @@ def test_the_final_runs_give_every_optimizer_the_budget_in_its_own_updates(asha_
     from tuner.specs import TuneJob
     from tuner.strategies.asha import final_plan
 
-    _, document, _, _ = asha_run  # momentum, 32 updates at its tuned batch size
+    _, document, _, _, _ = asha_run  # momentum, 32 updates at its tuned batch size
     job = TuneJob(
         task="digits-mlp",
         optimizer="momentum",

@@ -36,9 +36,11 @@ compares them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -285,6 +287,21 @@ def _trial_record(trial, index: int, config: AshaConfig, metric: str, space: sch
     }
 
 
+@contextlib.contextmanager
+def _legacy_tune_output():
+    """Ray Tune's new console output prints its experiment box and where its results and
+    TensorBoard logs are even at ``verbose=0``; the legacy output honours it (the job reports its
+    own progress). ``RAY_AIR_NEW_OUTPUT`` set by the user wins."""
+    if "RAY_AIR_NEW_OUTPUT" in os.environ:
+        yield
+        return
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+
+
 def tune_asha(config: AshaConfig, ctx: JobContext) -> dict[str, Any]:
     """Run the ASHA job; returns the hyperparameters document, also written to the run dir.
 
@@ -382,7 +399,8 @@ def tune_asha(config: AshaConfig, ctx: JobContext) -> dict[str, Any]:
     owner = None if ray.is_initialized() else RayExecutor(temp_dir=run_dir.root / "ray")
     LIVE_HOOKS[str(log_path)] = report
     try:
-        grid = tuner.fit()
+        with _legacy_tune_output():
+            grid = tuner.fit()
     finally:
         LIVE_HOOKS.pop(str(log_path), None)
         if owner is not None:
