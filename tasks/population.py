@@ -29,7 +29,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from tasks.autoregression import AutoregressionTask
-from tasks.base import OutputTask, Task, output_loss
+from tasks.base import LossForm, OutputTask, Task, output_loss
 from tasks.noisy_quadratic_bowl import NoisyQuadraticBowl
 from tasks.rosenbrock import Rosenbrock
 from tasks.supervised import SupervisedTask
@@ -188,18 +188,28 @@ class OutputPopulation(Population):
     ) -> torch.Tensor:
         return output_loss(form, functional_call(self.module, self._unflatten(row), (inputs,)), targets)
 
-    def losses(self, params: torch.Tensor) -> torch.Tensor:
+    def _next_batches(self) -> tuple[torch.Tensor, torch.Tensor, LossForm]:
+        """Every member's next minibatch, stacked ``[P, B, …]``, and the loss form. A supervised
+        task's come from the training set the members share in one gather of their stacked
+        indices (two gathers per member cost ~13% of a digits-mlp step at P = 32)."""
+        first = self.members[0]
+        if isinstance(first, SupervisedTask):
+            rows = torch.stack([m.next_batch_indices() for m in self.members])
+            inputs, targets = first.train_set
+            return inputs[rows], targets[rows], first.loss_form
         batches = [m.next_output_batch() for m in self.members]
-        form = batches[0].loss
+        inputs = torch.stack([b.inputs for b in batches])
+        return inputs, torch.stack([b.targets for b in batches]), batches[0].loss
+
+    def losses(self, params: torch.Tensor) -> torch.Tensor:
+        inputs, targets, form = self._next_batches()
         if self.formulation == "loop":
             return torch.stack(
                 [
-                    self._member_loss(row, b.inputs, b.targets, form)
-                    for row, b in zip(params, batches, strict=True)
+                    self._member_loss(row, x, y, form)
+                    for row, x, y in zip(params, inputs, targets, strict=True)
                 ]
             )
-        inputs = torch.stack([b.inputs for b in batches])
-        targets = torch.stack([b.targets for b in batches])
         return vmap(lambda row, x, y: self._member_loss(row, x, y, form))(params, inputs, targets)
 
 

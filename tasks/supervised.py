@@ -161,10 +161,16 @@ class SupervisedTask:
         self._batch = self._batches.next().to(self.device)
         return self._batch_loss(self._batch)
 
-    def next_output_batch(self) -> OutputBatch:
+    def next_batch_indices(self) -> torch.Tensor:
+        """The next training minibatch as indices into ``train_set`` (what ``next_output_batch``
+        takes; a population gathers its members' batches at once from the shared set)."""
         self._batch = self._batches.next().to(self.device)
+        return self._batch
+
+    def next_output_batch(self) -> OutputBatch:
+        rows = self.next_batch_indices()
         inputs, targets = self.train_set
-        return OutputBatch(self.model, inputs[self._batch], targets[self._batch], self.loss_form)
+        return OutputBatch(self.model, inputs[rows], targets[rows], self.loss_form)
 
     def same_batch_loss(self) -> torch.Tensor:
         if self._batch is None:
