@@ -32,7 +32,7 @@ from tuner.trial import TrialSpec, run_trial
 RTOL = 1e-9
 # Small instances: the sequences are what matter, not the sizes.
 SMALL = {
-    "noisy-quadratic-bowl": {"n": 12},
+    "noisy-quadratic-bowl": {"n": 20},  # a chunk of noise and torch's recomputed tail
     "uci-protein": {"batch_size": 64},
     "digits-autoregression": {"batch_size": 4, "metric_images": 1},
     "mnist-autoregression": {"batch_size": 3, "metric_images": 1},
@@ -219,6 +219,40 @@ def test_metrics_sampled_during_training_equal_the_solo_runs_samples(optimizer, 
     assert vectorized[1].metric_trace == [] and vectorized[1].diverged
     if optimizer == "lodo":
         assert all("hessian_error" in t for t in vectorized[0].metric_trace)
+
+
+@pytest.mark.parametrize("n", [12, 20, 32])
+def test_the_bowls_chunked_noise_is_each_members_randn_and_leaves_its_generator_where_a_trial_would(
+    n, monkeypatch
+):
+    """n = 12 draws per step (torch's path below 16 values), 20 recomputes the last 16 from extra
+    uniforms, 32 is two whole groups; a chunk of 7 steps refills mid-run, a member dropped and a
+    write_back mid-chunk (as metrics sampling does) change nothing of the rest."""
+    monkeypatch.setattr(task_populations, "NOISE_CHUNK", 7)
+    build = lambda seed: tasks.build("noisy-quadratic-bowl", seed=seed, n=n)  # noqa: E731
+    seeds = [3, 4, 5]
+    solo = [build(s) for s in seeds]
+    members = [build(s) for s in seeds]
+    bowl = task_populations.population("noisy-quadratic-bowl", members, "auto")
+    params = torch.randn(len(seeds), n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kept = list(range(len(seeds)))
+    for step in range(25):
+        if step == 9:
+            kept = [0, 2]
+            bowl.keep([0, 2])
+            params = params[kept]
+        if step == 17:
+            bowl.write_back(params)
+        losses, _ = bowl.losses_and_gradients(params)
+        for j, i in enumerate(kept):
+            with torch.no_grad():
+                solo[i].model.x.copy_(params[j])
+                expected = float(solo[i].train_loss())
+            assert float(losses[j]) == pytest.approx(expected, rel=1e-12), (step, i)
+    bowl.write_back(params)
+    for i in kept:
+        assert torch.equal(members[i]._noise.get_state(), solo[i]._noise.get_state())
+        assert torch.allclose(members[i].centre, solo[i].centre, rtol=1e-13, atol=1e-13)
 
 
 def test_split_shards_give_the_results_of_one_shard(data_dir):
